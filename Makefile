@@ -1,0 +1,45 @@
+# The two commands a new user runs: `make demo` and `make test`. Both create .venv if needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NOTEBOOKS ?= $(wildcard notebooks/*.ipynb)
+TESTS     ?= $(wildcard tests/test_*.py)
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-cell-timeout=900 \
+               --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+.PHONY: demo test test-py test-nb lab bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ needed, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+## make demo: generate train/val/test sets and show what was made
+demo: $(STAMP)
+	$(PY) -m ocrlib synth --out data --splits train=2000,val=200,test=200 --seed 0 --overwrite
+	$(PY) -m ocrlib show data/train --grid data/train_samples.png
+
+## make test: pytest on tests/, then nbval on every notebook; fails when either set is empty
+test: test-py test-nb
+
+test-py: $(STAMP)
+	@test -n "$(TESTS)" || { echo "make test: no tests in tests/" >&2; exit 1; }
+	$(PY) -m pytest $(TESTS)
+
+test-nb: $(STAMP)
+	@test -n "$(NOTEBOOKS)" || { echo "make test: no notebooks in notebooks/" >&2; exit 1; }
+	$(PY) -m pytest $(NBVAL_FLAGS) $(NOTEBOOKS)
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks
+
+bench: $(STAMP)
+	$(PY) benchmarks/synth_speed.py
+
+clean: $(STAMP)
+	$(PY) -m ocrlib clean

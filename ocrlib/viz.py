@@ -1,0 +1,55 @@
+"""Pictures for the notebooks and the CLI: sample grids and label statistics."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .data import LabelLine, load_image
+
+
+@dataclass
+class LabelStats:
+    """Counts over a list of labels."""
+
+    n: int
+    lengths: Counter[int]
+    chars: Counter[str]
+
+    @property
+    def mean_length(self) -> float:
+        return sum(k * v for k, v in self.lengths.items()) / max(1, self.n)
+
+
+def label_stats(texts: Sequence[str]) -> LabelStats:
+    """Length histogram and character frequencies of ``texts``."""
+    return LabelStats(len(texts), Counter(len(t) for t in texts), Counter("".join(texts)))
+
+
+def sample_grid(
+    items: Sequence[LabelLine], cols: int = 3, titles: Sequence[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+):
+    """A grid of images titled with their labels; saved as PNG when ``path`` is given.
+
+    Returns the matplotlib Figure.
+    """
+    import matplotlib
+
+    if path is not None and matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(items) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.9 * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (ax, item) in enumerate(zip(axes.flat, items)):
+        ax.imshow(load_image(item.path))
+        ax.set_title(titles[k] if titles else repr(item.text), fontsize=9, family="monospace")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig

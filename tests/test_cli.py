@@ -1,0 +1,32 @@
+import subprocess
+import sys
+
+
+def _ocrlib(*args):
+    return subprocess.run([sys.executable, "-m", "ocrlib", *args], capture_output=True, text=True)
+
+
+def test_synth_and_show(tmp_path):
+    proc = _ocrlib("synth", "--out", str(tmp_path / "d"), "--n", "5", "--seed", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "5 images in" in proc.stdout
+    again = _ocrlib("synth", "--out", str(tmp_path / "d"), "--n", "5", "--quiet")
+    assert again.returncode == 2 and "not empty" in again.stderr and "--overwrite" in again.stderr
+    show = _ocrlib("show", str(tmp_path / "d"), "--grid", str(tmp_path / "g.png"))
+    assert show.returncode == 0, show.stderr
+    assert "5 samples" in show.stdout and (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_synth_splits(tmp_path):
+    proc = _ocrlib("synth", "--out", str(tmp_path), "--splits", "train=4,val=2", "--quiet",
+                   "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "train/labels.txt").read_text().count("\n") == 4
+    assert (tmp_path / "val/labels.txt").read_text().count("\n") == 2
+
+
+def test_console_script_help_lists_subcommands():
+    proc = _ocrlib("--help")
+    assert proc.returncode == 0
+    for cmd in ("synth", "show", "clean"):
+        assert cmd in proc.stdout

@@ -1,0 +1,130 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ocrlib.charset import Charset
+from ocrlib.data import (
+    DataError, OCRDataset, ctc_collate, ctc_time_steps, image_to_tensor, load_image, read_labels,
+)
+
+CS = Charset()
+
+
+def _write_set(folder, rows, size=(100, 32)):
+    """rows: (name, label, image or None to skip writing)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, label in rows:
+        path = folder / "images" / name
+        if not path.exists():
+            Image.new("RGB", size, (200, 10, 10)).save(path)
+        lines.append(f"images/{name}\t{label}")
+    (folder / "labels.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "I;16", "I", "1", "CMYK"])
+def test_any_mode_loads_as_rgb_and_becomes_a_normalised_tensor(tmp_path, mode):
+    arr = (np.arange(40 * 120).reshape(40, 120) % 256).astype(np.uint8)
+    img = Image.fromarray(arr).convert(mode)
+    if mode == "I;16":
+        img = Image.fromarray(arr.astype(np.uint16) * 257)
+        assert img.mode == "I;16"
+    path = tmp_path / f"x.{ 'tiff' if mode in ('I', 'CMYK') else 'png'}"
+    img.save(path)
+    out = load_image(path)
+    assert out.mode == "RGB" and out.size == (120, 40)
+    t = image_to_tensor(out)
+    assert t.shape == (3, 32, 320) and t.dtype == torch.float32
+    # 120x40 -> 96x32 then padded with zeros (the mean after normalisation)
+    assert torch.all(t[:, :, 96:] == 0) and t[:, :, :96].abs().sum() > 0
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    arr = np.full((32, 64), 65535, np.uint16)
+    arr[:, :32] = 0
+    Image.fromarray(arr).save(tmp_path / "x.png")
+    gray = np.asarray(load_image(tmp_path / "x.png").convert("L"))
+    assert gray[0, 0] == 0 and gray[0, -1] == 255
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    Image.new("RGBA", (20, 10), (0, 0, 0, 0)).save(tmp_path / "t.png")
+    assert np.asarray(load_image(tmp_path / "t.png")).min() == 255
+
+
+def test_wide_images_are_shrunk_to_the_input_width():
+    t = image_to_tensor(Image.new("RGB", (2000, 50), (255, 255, 255)))
+    assert t.shape == (3, 32, 320)
+    assert not torch.any(t[0] == 0)  # no padding: the image fills the width
+
+
+def test_dataset_and_collate(tmp_path):
+    folder = _write_set(tmp_path, [("a.png", "abc"), ("b.png", "HR99"), ("c.png", "x y")])
+    ds = OCRDataset(folder, Charset(CS.chars + " "))
+    assert len(ds) == 3
+    batch = ctc_collate([ds[i] for i in range(3)])
+    assert batch.images.shape == (3, 3, 32, 320)
+    assert batch.target_lengths.tolist() == [3, 4, 3]
+    assert batch.targets.shape == (10,) and int(batch.targets.min()) >= 1
+    assert batch.texts == ["abc", "HR99", "x y"]
+
+
+def test_original_space_separated_format_is_read(tmp_path):
+    (tmp_path / "labels.txt").write_text("images/x.jpg LABEL1\nimages/y.jpg two words\n")
+    items = read_labels(tmp_path)
+    assert [(i.path.name, i.text) for i in items] == [("x.jpg", "LABEL1"), ("y.jpg", "two words")]
+
+
+def test_line_without_separator_is_named(tmp_path):
+    (tmp_path / "labels.txt").write_text("images/a.png\tok\njustapath\n")
+    with pytest.raises(DataError, match=r"labels.txt:2"):
+        read_labels(tmp_path)
+
+
+def test_missing_labels_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="labels.txt"):
+        OCRDataset(tmp_path, CS)
+
+
+@pytest.mark.parametrize("label,why", [
+    ("ab$c", r"labels.txt:2: character '\$' in label 'ab\$c'"),
+    ("", r"labels.txt:2: empty label"),
+    ("a" * 41, r"labels.txt:2: label 'a+' needs 81 CTC frames .* only 80"),
+    ("ab" * 41, r"labels.txt:2: label .* needs 82 CTC frames"),
+])
+def test_bad_labels_are_named_by_file_and_line(tmp_path, label, why):
+    _write_set(tmp_path, [("a.png", "ok"), ("b.png", label)])
+    with pytest.raises(DataError, match=why):
+        OCRDataset(tmp_path, CS)
+
+
+def test_label_length_limit_follows_the_time_steps():
+    assert ctc_time_steps(320) == 80 and ctc_time_steps(160) == 40
+
+
+def test_missing_and_corrupt_images_are_named(tmp_path):
+    _write_set(tmp_path, [("a.png", "ok"), ("b.png", "bad"), ("c.png", "gone")])
+    (tmp_path / "images" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "images" / "c.png").unlink()
+    ds = OCRDataset(tmp_path, CS)
+    assert ds[0] is not None
+    with pytest.raises(DataError, match=r"b.png: cannot read image.*labels.txt:2"):
+        ds[1]
+    with pytest.raises(DataError, match=r"c.png: image file not found.*labels.txt:3"):
+        ds[2]
+
+
+def test_skip_bad_counts_and_drops(tmp_path, caplog):
+    _write_set(tmp_path, [("a.png", "ok"), ("b.png", "b$d"), ("c.png", ""), ("d.png", "fine")])
+    (tmp_path / "images" / "d.png").write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        ds = OCRDataset(tmp_path, CS, skip_bad=True)
+    assert len(ds) == 2 and "skipped 2 bad labels" in caplog.text
+    batch = ctc_collate([ds[0], ds[1]])
+    assert batch.texts == ["ok"] and ds.bad_images == 1
+    with pytest.raises(DataError, match="unreadable"):
+        ctc_collate([None])
