@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_HEIGHT = 32
 IMAGE_WIDTH = 320
-#: The backbone downsamples width by 4 (see :mod:`ocrlib.backbone`): T = W // 4.
+#: The backbone divides the width by 4 (see :mod:`ocrlib.backbone`): T = ceil(W / 4).
 WIDTH_PER_STEP = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,8 +39,12 @@ class DataError(ValueError):
 
 
 def ctc_time_steps(width: int) -> int:
-    """Number of CTC frames T the model produces for an image ``width`` pixels wide."""
-    return width // WIDTH_PER_STEP
+    """Number of CTC frames T the model produces for an image ``width`` pixels wide.
+
+    Two stride-2 stages (conv1 with padding 3, maxpool with padding 1) each map a width
+    ``w`` to ``ceil(w / 2)``, so ``T = ceil(W / 4)``; later stages keep the width.
+    """
+    return -(-width // WIDTH_PER_STEP)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def test_bad_labels_are_named_by_file_and_line(tmp_path, label, why):
 
 
 def test_label_length_limit_follows_the_time_steps():
-    assert ctc_time_steps(320) == 80 and ctc_time_steps(160) == 40
+    assert ctc_time_steps(320) == 80 and ctc_time_steps(160) == 40 and ctc_time_steps(321) == 81
 
 
 def test_missing_and_corrupt_images_are_named(tmp_path):
