@@ -1,0 +1,180 @@
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ocrlib.encoder import (
+    BiLSTMEncoder, EncoderConfig, MambaEncoder, TransformerEncoder, build_encoder, count_params,
+    cuda_kernels, load_pretrained_mamba, lstm_hidden_for,
+)
+
+SMALL = dict(d_model=32, n_layers=2, d_state=8, dropout=0.0)
+
+
+def _grads(enc, x, path):
+    enc.cfg.scan = path
+    enc.zero_grad()
+    y = enc(x)
+    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    return y.detach(), {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fast_path_matches_transformers_and_reference(bidirectional):
+    torch.manual_seed(0)
+    enc = MambaEncoder(EncoderConfig(**SMALL, bidirectional=bidirectional))
+    x = torch.randn(3, 21, 512)
+    y_tf, g_tf = _grads(enc, x, "transformers")
+    for path in ("fast", "reference"):
+        y, g = _grads(enc, x, path)
+        torch.testing.assert_close(y, y_tf, rtol=1e-4, atol=1e-4)
+        assert g.keys() == g_tf.keys()
+        for name in g:
+            torch.testing.assert_close(g[name], g_tf[name], rtol=1e-4, atol=1e-4, msg=f"{path}: {name}")
+
+
+@pytest.mark.parametrize("kind", ["mamba", "bilstm", "transformer"])
+def test_every_encoder_has_the_same_interface(kind):
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig(kind=kind, **SMALL))
+    y = enc(torch.randn(2, 17, 512))
+    assert y.shape == (2, 17, enc.out_dim)
+    y.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)
+
+
+def test_bidirectional_mamba_sees_the_future():
+    torch.manual_seed(0)
+    x = torch.randn(1, 12, 512)
+    x2 = x.clone()
+    x2[:, -1] += 1.0  # change only the last step
+    for bidirectional, sees in [(False, False), (True, True)]:
+        enc = MambaEncoder(EncoderConfig(**SMALL, bidirectional=bidirectional)).eval()
+        with torch.no_grad():
+            changed = (enc(x)[:, 0] - enc(x2)[:, 0]).abs().max().item() > 1e-6
+        assert changed == sees
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="encoder kind"):
+        build_encoder(EncoderConfig(kind="gru"))
+
+
+def test_dispatch_on_cpu_uses_the_fast_path_and_logs_it_once(caplog):
+    from ocrlib import encoder as E
+
+    E._log_path_once.cache_clear()
+    enc = MambaEncoder(EncoderConfig(**SMALL))
+    assert enc.scan_path(torch.device("cpu")) == "fast"
+    with caplog.at_level(logging.INFO, logger="ocrlib"):
+        enc(torch.randn(1, 5, 512))
+        enc(torch.randn(1, 5, 512))
+    assert [r.getMessage() for r in caplog.records].count("Mamba scan path: fast") == 1
+    with pytest.raises(RuntimeError, match="CUDA"):
+        E.resolve_scan("kernel", torch.device("cpu"))
+
+
+def test_lora_trains_every_target_on_the_fast_path_and_nothing_else():
+    torch.manual_seed(0)
+    enc = MambaEncoder(EncoderConfig(**SMALL, lora_r=4))
+    trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
+    assert all("lora_" in n or n.startswith(("in_proj.", "norm_f.")) or ".norm." in n for n in trainable)
+    _, grads = _grads(enc, torch.randn(2, 9, 512), "fast")
+    for layer in range(2):
+        for target in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+            name = f"layers.{layer}.mixer.{target}.lora_B.default.weight"
+            assert name in grads and grads[name].abs().sum() > 0, name
+    assert not any(n.endswith("mixer.A_log") or "base_layer" in n for n in grads)
+
+
+def test_transformers_own_path_bypasses_dt_proj_lora():
+    """Why mixer_forward exists: transformers reads dt_proj.weight directly, so its LoRA never trains."""
+    torch.manual_seed(0)
+    enc = MambaEncoder(EncoderConfig(**SMALL, lora_r=4))
+    _, grads = _grads(enc, torch.randn(2, 9, 512), "transformers")
+    dt_lora = grads.get("layers.0.mixer.dt_proj.lora_B.default.weight")
+    assert dt_lora is None or dt_lora.abs().sum() == 0
+    assert grads["layers.0.mixer.x_proj.lora_B.default.weight"].abs().sum() > 0
+
+
+@pytest.fixture
+def tiny_pretrained(tmp_path):
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MambaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, state_size=8)
+    model = MambaForCausalLM(cfg)
+    model.save_pretrained(tmp_path)
+    return tmp_path, model
+
+
+def test_pretrained_loads_truncated_without_embedding(tiny_pretrained):
+    path, model = tiny_pretrained
+    enc = MambaEncoder(EncoderConfig(pretrained=str(path), n_layers=2, dropout=0.0)).eval()
+    assert enc.out_dim == 32 and len(enc.layers) == 2
+    assert not any("embedding" in n for n, _ in enc.named_parameters())
+    ref_layers = model.backbone.layers
+    torch.testing.assert_close(enc.layers[1].mixer.A_log, ref_layers[1].mixer.A_log)
+    # same output as transformers' own model cut to two layers, fed the same embeddings
+    from transformers import MambaModel
+
+    cfg, state = load_pretrained_mamba(str(path), 2)
+    ref = MambaModel(cfg).eval()
+    ref.load_state_dict(state, strict=False)
+    x = torch.randn(2, 11, 512)
+    with torch.no_grad():
+        h = enc.in_proj(x)
+        torch.testing.assert_close(enc(x), ref(inputs_embeds=h).last_hidden_state, rtol=1e-4, atol=1e-4)
+
+
+def test_pretrained_with_lora_freezes_the_mamba_weights(tiny_pretrained):
+    path, _ = tiny_pretrained
+    enc = MambaEncoder(EncoderConfig(pretrained=str(path), n_layers=3, lora_r=4))
+    frozen = {n for n, p in enc.named_parameters() if not p.requires_grad}
+    assert "layers.0.mixer.A_log" in frozen and "layers.2.mixer.conv1d.weight" in frozen
+    assert count_params(enc, trainable_only=True) < count_params(enc) / 2
+    with pytest.raises(ValueError, match="has 3 layers"):
+        load_pretrained_mamba(str(path), 4)
+
+
+def test_offline_hub_id_is_a_clear_error():
+    code = ("from ocrlib.encoder import load_pretrained_mamba\n"
+            "load_pretrained_mamba('state-spaces/mamba-130m-hf', 2)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-hf-home"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "cannot load Mamba config from 'state-spaces/mamba-130m-hf'" in proc.stderr
+
+
+def test_bilstm_can_match_a_parameter_budget():
+    cfg = EncoderConfig(kind="bilstm", d_model=64, n_layers=2)
+    for budget in (100_000, 400_000):
+        cfg.lstm_hidden = lstm_hidden_for(budget, cfg)
+        n = count_params(BiLSTMEncoder(cfg))
+        assert abs(n - budget) / budget < 0.02
+
+
+def test_transformer_positions_make_order_matter():
+    torch.manual_seed(0)
+    enc = TransformerEncoder(EncoderConfig(kind="transformer", **SMALL)).eval()
+    x = torch.randn(1, 6, 512)
+    with torch.no_grad():
+        y, y_rev = enc(x), enc(x.flip(1)).flip(1)
+    assert not torch.allclose(y, y_rev, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or cuda_kernels() is None,
+                    reason="needs a CUDA GPU with mamba-ssm and causal-conv1d")
+def test_kernel_path_matches_fast_path_on_gpu():
+    torch.manual_seed(0)
+    enc = MambaEncoder(EncoderConfig(**SMALL, lora_r=4)).cuda()
+    x = torch.randn(2, 40, 512, device="cuda")
+    y_k, g_k = _grads(enc, x, "kernel")
+    y_f, g_f = _grads(enc, x, "fast")
+    torch.testing.assert_close(y_k, y_f, rtol=1e-3, atol=1e-3)
+    for name in g_f:
+        torch.testing.assert_close(g_k[name], g_f[name], rtol=1e-2, atol=1e-3, msg=name)

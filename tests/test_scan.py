@@ -1,0 +1,104 @@
+"""The fast selective scan against the reference semantics, outputs and every gradient."""
+
+import pytest
+import torch
+
+from ocrlib.scan import POOL, SelectiveScanFn, selective_scan, selective_scan_ref
+
+
+def _inputs(b, d, l, n, dtype, seed=0, with_optional=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
+
+    # without softplus a negative step would make exp(ΔA) grow: keep Δ positive then
+    delta = r(b, d, l, scale=0.5) if with_optional else (
+        torch.rand(b, d, l, generator=g, dtype=dtype) * 0.5).requires_grad_()
+    args = {
+        "u": r(b, d, l), "delta": delta,
+        "A": (-torch.rand(d, n, generator=g, dtype=dtype) * 4 - 0.2).requires_grad_(),
+        "B": r(b, n, l), "C": r(b, n, l),
+    }
+    if with_optional:
+        args.update(D=r(d), z=r(b, d, l), delta_bias=r(d, scale=0.5))
+    return args
+
+
+def _run(fn, args, softplus, weight):
+    for t in args.values():
+        t.grad = None
+    y = fn(**args, delta_softplus=softplus)
+    (y * weight).sum().backward()
+    return y.detach(), {k: t.grad.clone() for k, t in args.items()}
+
+
+SHAPES = [(1, 1, 1, 1), (2, 8, 13, 4), (3, 16, 40, 16), (2, 5, 80, 3)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("optional", [True, False])
+def test_fast_scan_matches_reference_in_float32(shape, optional):
+    args = _inputs(*shape, torch.float32, with_optional=optional)
+    weight = torch.randn(shape[0], shape[1], shape[2])
+    y_ref, g_ref = _run(selective_scan_ref, args, optional, weight)
+    y, g = _run(selective_scan, args, optional, weight)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    for k in g_ref:
+        torch.testing.assert_close(g[k], g_ref[k], rtol=1e-4, atol=1e-4, msg=f"gradient of {k}")
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:3])
+def test_fast_scan_matches_reference_in_float64_to_rounding(shape):
+    args = _inputs(*shape, torch.float64, seed=1)
+    weight = torch.randn(shape[0], shape[1], shape[2], dtype=torch.float64)
+    y_ref, g_ref = _run(selective_scan_ref, args, True, weight)
+    y, g = _run(selective_scan, args, True, weight)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for k in g_ref:
+        torch.testing.assert_close(g[k], g_ref[k], rtol=1e-10, atol=1e-10, msg=f"gradient of {k}")
+
+
+def test_core_passes_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    l, b, d, n = 6, 2, 3, 4
+    args = [torch.rand(l, b, d, generator=g, dtype=torch.float64),
+            torch.randn(l, b, d, generator=g, dtype=torch.float64),
+            -torch.rand(n, d, generator=g, dtype=torch.float64) - 0.5,
+            torch.randn(l, b, n, generator=g, dtype=torch.float64),
+            torch.randn(l, b, n, generator=g, dtype=torch.float64)]
+    for a in args:
+        a.requires_grad_()
+    assert torch.autograd.gradcheck(lambda *x: SelectiveScanFn.apply(*x, True), args)
+
+
+def test_no_grad_forward_keeps_nothing_and_matches():
+    args = _inputs(2, 8, 13, 4, torch.float32, with_optional=True)
+    with torch.no_grad():
+        y = selective_scan(**args, delta_softplus=True)
+    torch.testing.assert_close(y, selective_scan_ref(**args, delta_softplus=True).detach(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_half_inputs_compute_in_float32_and_return_half():
+    args = {k: v.detach().to(torch.bfloat16) for k, v in _inputs(2, 8, 13, 4, torch.float32).items()}
+    y = selective_scan(**args, delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    ref = selective_scan_ref(**args, delta_softplus=True)
+    torch.testing.assert_close(y.float(), ref.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_buffers_are_reused_between_steps_and_retain_graph_works():
+    POOL.clear()
+    args = _inputs(2, 8, 13, 4, torch.float32)
+    selective_scan(**args, delta_softplus=True).sum().backward()
+    held = POOL._bytes
+    assert held > 0  # returned once the graph was freed
+    y = selective_scan(**args, delta_softplus=True)
+    assert POOL._bytes < held  # taken again by the next forward
+    loss = y.sum()
+    args["A"].grad = None
+    loss.backward(retain_graph=True)
+    first = args["A"].grad.clone()
+    loss.backward()  # the saved states are still there
+    torch.testing.assert_close(args["A"].grad, 2 * first)
