@@ -40,6 +40,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/synth_speed.py
+	$(PY) benchmarks/encoder_speed.py
 
 clean: $(STAMP)
 	$(PY) -m ocrlib clean

@@ -168,11 +168,14 @@ def causal_conv_time_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     return y
 
 
-def mixer_forward_time_major(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """:func:`mixer_forward` on the fast CPU path, time-major throughout (no layout copies).
+def selection_time_major(mixer: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Steps 1-3a of a mixer, time-major: everything the scan consumes.
+
+    Returns a dict of ``u`` (after conv and SiLU), ``z`` (the gate), ``dt`` (Δ before softplus),
+    ``B`` and ``C``, plus ``A`` ``(D, N)``.
 
     Shape:
-        ``(L, B, d_model) -> (L, B, d_model)``
+        x: ``(L, B, d_model)`` -> u, z, dt: ``(L, B, D)``; B, C: ``(L, B, N)``
     """
     # 1. gated projection                                       (L, B, 2 D) -> 2 x (L, B, D)
     u, z = mixer.in_proj(x).chunk(2, dim=-1)
@@ -182,9 +185,19 @@ def mixer_forward_time_major(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     dt, Bm, Cm = torch.split(
         mixer.x_proj(u), [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], dim=-1)
     A = -torch.exp(mixer.A_log.float())  # (D, N)
+    return {"u": u, "z": z, "dt": mixer.dt_proj(dt), "B": Bm, "C": Cm, "A": A}
+
+
+def mixer_forward_time_major(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """:func:`mixer_forward` on the fast CPU path, time-major throughout (no layout copies).
+
+    Shape:
+        ``(L, B, d_model) -> (L, B, d_model)``
+    """
+    s = selection_time_major(mixer, x)
     # 3b-3c. discretisation and recurrence, D skip and z gate   (L, B, D)
-    y = selective_scan_time_major(u, mixer.dt_proj(dt), A, Bm, Cm, D=mixer.D.float(), z=z,
-                                  delta_softplus=True)
+    y = selective_scan_time_major(s["u"], s["dt"], s["A"], s["B"], s["C"], D=mixer.D.float(),
+                                  z=s["z"], delta_softplus=True)
     # 4. output projection                                      (L, B, d_model)
     return mixer.out_proj(y.to(x.dtype))
 
@@ -304,6 +317,24 @@ class MambaEncoder(nn.Module):
         for name, p in self.named_parameters():
             p.requires_grad_("lora_" in name or name.startswith("in_proj.") or ".norm." in name
                              or name.startswith("norm_f."))
+
+    @torch.no_grad()
+    def selection(self, x: torch.Tensor, layer: int = 0) -> dict[str, torch.Tensor]:
+        """Δ (after softplus), the decay ``exp(Δ A)`` averaged over N, B and C of one layer.
+
+        For plots: what the selective parameters do along a sequence.
+
+        Shape:
+            x: ``(B, T, input_dim)`` -> delta, decay: ``(B, T, D)``; B, C: ``(B, T, N)``
+        """
+        h = self.in_proj(x).transpose(0, 1)
+        for block in self.layers[:layer]:
+            h = h + mixer_forward_time_major(block.mixer, block.norm(h))
+        s = selection_time_major(self.layers[layer].mixer, self.layers[layer].norm(h))
+        delta = F.softplus(s["dt"].float())
+        decay = torch.exp(delta[..., None] * s["A"]).mean(-1)
+        return {k: v.transpose(0, 1) for k, v in
+                {"delta": delta, "decay": decay, "B": s["B"], "C": s["C"]}.items()}
 
     def scan_path(self, device: torch.device) -> ScanPath:
         """The scan that runs for tensors on ``device``."""

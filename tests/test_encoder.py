@@ -178,3 +178,20 @@ def test_kernel_path_matches_fast_path_on_gpu():
     torch.testing.assert_close(y_k, y_f, rtol=1e-3, atol=1e-3)
     for name in g_f:
         torch.testing.assert_close(g_k[name], g_f[name], rtol=1e-2, atol=1e-3, msg=name)
+
+
+def test_selection_exposes_positive_steps_and_decays_below_one():
+    torch.manual_seed(0)
+    enc = MambaEncoder(EncoderConfig(**SMALL)).eval()
+    x = torch.randn(2, 9, 512)
+    for layer in (0, 1):
+        sel = enc.selection(x, layer=layer)
+        d_inner = enc.mamba_config.intermediate_size
+        assert sel["delta"].shape == (2, 9, d_inner) and sel["B"].shape == (2, 9, 8)
+        assert bool((sel["delta"] > 0).all())
+        assert bool(((sel["decay"] > 0) & (sel["decay"] < 1)).all())
+    # layer 1's input depends on layer 0: a change to layer 0 changes it
+    before = enc.selection(x, layer=1)["delta"].clone()
+    with torch.no_grad():
+        enc.layers[0].mixer.out_proj.weight.mul_(2)
+    assert not torch.allclose(enc.selection(x, layer=1)["delta"], before)
