@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
-## make demo: generate train/val/test sets and show what was made
+## make demo: generate data, train the laptop profile on the CPU, evaluate on the test set
+CKPT := checkpoints/best_mamba_ocr.pth
 demo: $(STAMP)
-	$(PY) -m ocrlib synth --out data --splits train=2000,val=200,test=200 --seed 0 --overwrite
-	$(PY) -m ocrlib show data/train --grid data/train_samples.png
+	$(PY) -m ocrlib synth --out data --profile laptop --seed 0 --overwrite --quiet
+	$(PY) -m ocrlib show data/train --n 0 --grid data/train_samples.png
+	$(PY) -m ocrlib train --profile laptop --train data/train --val data/val --out $(CKPT)
+	$(PY) -m ocrlib eval --data data/test --checkpoint $(CKPT) --show 8
 
 ## make test: pytest on tests/, then nbval on every notebook; fails when either set is empty
 test: test-py test-nb

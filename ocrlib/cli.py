@@ -11,18 +11,32 @@ log = logging.getLogger("ocrlib")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .synth import SynthConfig, generate, generate_splits
 
     cfg = SynthConfig(
         chars=args.chars, min_len=args.min_len, max_len=args.max_len, text_file=args.text_file
     )
     common = dict(workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    if args.profile:
+        from .train import profiles
+
+        prof = profiles()[args.profile]
+        cfg = replace(prof.synth, text_file=args.text_file)
+        if not args.splits:
+            args.splits = ",".join(f"{k}={v}" for k, v in prof.sizes.items())
     if args.splits:
         sizes = {}
         for part in args.splits.split(","):
             name, _, count = part.partition("=")
             sizes[name.strip()] = int(count)
         results = generate_splits(args.out, sizes, args.seed, cfg, **common)
+        if args.profile and prof.warmup is not None:
+            from pathlib import Path
+
+            results["warmup"] = generate(Path(args.out) / "warmup", prof.warmup.n, args.seed,
+                                         prof.warmup.synth, split="custom", **common)
         for name, res in results.items():
             print(f"{name}: {res.n} images in {res.out} ({len(res.fonts)} fonts)")
     else:
@@ -74,6 +88,67 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .train import profile_with, train_profile
+
+    prof = profile_with(args.profile, steps=args.steps, batch_size=args.batch_size,
+                        device=args.device, amp=args.amp, seed=args.seed)
+    needed = ["train", "val"] + (["warmup"] if prof.warmup is not None and not args.resume else [])
+    for name in needed:
+        folder = getattr(args, name)
+        if not (Path(folder) / "labels.txt").is_file():
+            raise FileNotFoundError(
+                f"no labels.txt in {folder}: generate the data first, e.g. "
+                f"`ocrlib synth --out {Path(folder).parent} --profile {args.profile}`")
+    res = train_profile(prof, args.train, args.val, args.out, warmup_dir=args.warmup,
+                        resume=args.resume, progress=not args.quiet)
+    print(f"trained {res.step} steps in {res.seconds:.0f} s; best validation CER "
+          f"{res.best_cer:.4f}; skipped batches: {res.skipped_batches}")
+    print(f"best checkpoint: {res.best}\nresume checkpoint: {res.last}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .inference import Recognizer
+
+    rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
+                                     beam_width=args.beam_width)
+    r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit)
+    keys = ("cer", "wer", "accuracy", "cer_ci", "n", "images_per_s")
+    if args.json:
+        print(json.dumps({k: r[k] for k in keys}))
+    else:
+        for path, ref, hyp, conf in list(zip(r["paths"], r["references"], r["predictions"],
+                                             r["confidences"]))[: args.show]:
+            mark = "ok " if ref == hyp else "ERR"
+            print(f"{mark} {Path(path).name}: read {hyp!r} (truth {ref!r}, confidence {conf:.2f})")
+        print(f"{args.data}: {r['n']} images, CER {r['cer']:.4f} (case-insensitive "
+              f"{r['cer_ci']:.4f}), WER {r['wer']:.4f}, accuracy {r['accuracy']:.4f}, "
+              f"{r['images_per_s']:.0f} images/s ({args.decoder})")
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from .inference import Recognizer, expand_paths, infer_paths
+
+    rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
+                                     beam_width=args.beam_width)
+    paths = expand_paths(args.paths)
+    results, failures = infer_paths(rec, paths, args.batch_size)
+    for path, d in results:
+        print(f"{path}\t{d.text}\t{d.confidence:.4f}")
+    for path, why in failures:
+        print(f"ocrlib infer: skipped {path}: {why}", file=sys.stderr)
+    if not paths:
+        print("ocrlib infer: no images found", file=sys.stderr)
+    return 1 if failures or not paths else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .charset import DEFAULT_CHARS
 
@@ -94,8 +169,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-len", type=int, default=3)
     s.add_argument("--max-len", type=int, default=10)
     s.add_argument("--text-file", help="take labels from this file, one line per sample")
+    s.add_argument("--profile", choices=["tiny", "laptop", "gpu"],
+                   help="use a training profile's charset, style and split sizes")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
+
+    t = sub.add_parser("train", help="train a model with CTC")
+    t.add_argument("--profile", default="laptop", choices=["tiny", "laptop", "gpu"])
+    t.add_argument("--train", default="data/train", help="labelled training folder")
+    t.add_argument("--val", default="data/val", help="labelled validation folder")
+    t.add_argument("--warmup", default="data/warmup",
+                   help="easy warm-up set, for profiles with a warm-up stage (laptop)")
+    t.add_argument("--out", default="checkpoints/best_mamba_ocr.pth", help="best checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--steps", type=int, help="override the profile's number of steps")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--device", help="auto, cpu or cuda")
+    t.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
+    t.add_argument("--seed", type=int)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    for name, helptext in (("eval", "score a checkpoint on a labelled folder"),
+                           ("infer", "read images with a checkpoint")):
+        e = sub.add_parser(name, help=helptext)
+        if name == "eval":
+            e.add_argument("--data", required=True, help="folder with labels.txt")
+            e.add_argument("--json", action="store_true", help="one JSON object")
+            e.add_argument("--limit", type=int, help="only the first N samples")
+            e.add_argument("--show", type=int, default=0, help="print the first N readings")
+            e.set_defaults(func=_cmd_eval)
+        else:
+            e.add_argument("paths", nargs="+", help="image files, folders or globs")
+            e.set_defaults(func=_cmd_infer)
+        e.add_argument("--checkpoint", default="checkpoints/best_mamba_ocr.pth")
+        e.add_argument("--decoder", default="greedy", choices=["greedy", "beam"])
+        e.add_argument("--beam-width", type=int, default=10)
+        e.add_argument("--batch-size", type=int, default=64)
+        e.add_argument("--device", default="cpu")
 
     v = sub.add_parser("show", help="summarise a labelled folder (and draw a sample grid)")
     v.add_argument("folder")

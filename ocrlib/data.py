@@ -198,6 +198,9 @@ class OCRDataset(Dataset):
             labels that need more are rejected. ``None`` in ``check_length=False`` mode.
         skip_bad: skip (and count) bad labels and unreadable images instead of raising.
         check_length: reject labels too long for CTC (turn off for evaluation).
+        targets: encode labels as CTC targets (training). With ``False`` (evaluation) a
+            label may hold characters outside the charset: it is kept as text, with an
+            empty target, and :attr:`unknown_labels` counts such labels.
     """
 
     def __init__(
@@ -209,15 +212,22 @@ class OCRDataset(Dataset):
         max_steps: int | None = None,
         skip_bad: bool = False,
         check_length: bool = True,
+        targets: bool = True,
     ) -> None:
         self.folder = Path(folder)
         self.charset = charset
         self.height, self.width = height, width
         self.skip_bad = skip_bad
-        steps = (max_steps or ctc_time_steps(width)) if check_length else None
+        steps = (max_steps or ctc_time_steps(width)) if check_length and targets else None
+        self.targets = targets
         self.items: list[LabelLine] = []
+        self.unknown_labels = 0
         skipped = 0
         for item in read_labels(self.folder):
+            if not targets and item.text and charset.unknown(item.text):
+                self.unknown_labels += 1
+                self.items.append(item)
+                continue
             why = check_label(item.text, charset, steps)
             if why is None:
                 self.items.append(item)
@@ -244,7 +254,8 @@ class OCRDataset(Dataset):
             log.warning("skipping unreadable image: %s", err)
             return None
         tensor = image_to_tensor(img, self.height, self.width)
-        return Sample(tensor, self.charset.encode(item.text), item.text, str(item.path))
+        target = self.charset.encode(item.text) if self.targets else []
+        return Sample(tensor, target, item.text, str(item.path))
 
 
 def ctc_collate(samples: Sequence[Sample | None]) -> Batch:

@@ -65,6 +65,11 @@ class SynthConfig:
         max_noise: pixel noise standard deviation is uniform in ``[0, max_noise]`` (0..255 scale).
         min_contrast: smallest luminance difference (0..1) between ink and background.
         text_file: optional text file; sample ``i`` uses its ``i``-th non-empty line (cycling).
+        fonts: optional font names (as in the pool, e.g. ``"DejaVu Sans Book"``); only those
+            faces are used. Default: the whole pool.
+        clean_fraction: this fraction of samples is drawn upright, sharp and noise-free
+            (fonts and colours still vary): easy examples that shorten CTC's initial
+            all-blank plateau when training from scratch.
     """
 
     chars: str = DEFAULT_CHARS
@@ -77,6 +82,8 @@ class SynthConfig:
     max_noise: float = 12.0
     min_contrast: float = 0.45
     text_file: str | None = None
+    fonts: tuple[str, ...] | None = None
+    clean_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_len <= self.max_len:
@@ -165,7 +172,7 @@ def sample_spec(
     text = lines[i % len(lines)] if lines else random_text(text_rng, cfg)
     font = fonts[int(style_rng.integers(len(fonts)))]
     bg, fg = sample_colours(style_rng, cfg.min_contrast)
-    return {
+    spec = {
         "text": text,
         "font": font.name,
         "font_path": font.path,
@@ -177,6 +184,9 @@ def sample_spec(
         "fg": fg,
         "noise_seed": int(style_rng.integers(2**31)),
     }
+    if cfg.clean_fraction and style_rng.random() < cfg.clean_fraction:
+        spec.update(angle=0.0, blur=0.0, noise=0.0)
+    return spec
 
 
 @lru_cache(maxsize=256)
@@ -265,6 +275,28 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
 
 
+def select_fonts(pool: Sequence[FontFace], names: Sequence[str] | None) -> list[FontFace]:
+    """The faces of ``pool`` named in ``names`` (all of them when ``names`` is None).
+
+    Raises:
+        ValueError: naming the fonts that are not in the pool.
+    """
+    if names is None:
+        return list(pool)
+    by_name = {f.name: f for f in pool}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"fonts not in the pool (or lacking glyphs for the charset): {missing}")
+    return [by_name[n] for n in names]
+
+
+def _pool_context() -> mp.context.BaseContext:
+    """``fork`` where it exists: workers start at once and need no ``if __name__ ==
+    "__main__"`` guard in the calling script (they use only PIL and NumPy, never torch
+    threads); ``spawn`` elsewhere."""
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
 def generate(
     out: str | os.PathLike[str],
     n: int,
@@ -299,7 +331,7 @@ def generate(
         raise ValueError(f"split must be one of {sorted(STREAMS)}, got {split!r}")
     charset = Charset(cfg.chars)
     lines = read_text_lines(cfg.text_file, charset) if cfg.text_file else None
-    fonts = find_fonts(cfg.chars)
+    fonts = select_fonts(find_fonts(cfg.chars), cfg.fonts)
     out = Path(out)
     _prepare_out(out, overwrite)
 
@@ -314,7 +346,7 @@ def generate(
             metas += _make_range(r)
             bar.update(r[1] - r[0])
     else:
-        with mp.get_context("spawn").Pool(workers, _init_worker, init_args) as pool:
+        with _pool_context().Pool(workers, _init_worker, init_args) as pool:
             for part in pool.imap(_make_range, ranges):
                 metas += part
                 bar.update(len(part))

@@ -30,3 +30,20 @@ def test_console_script_help_lists_subcommands():
     assert proc.returncode == 0
     for cmd in ("synth", "show", "clean"):
         assert cmd in proc.stdout
+
+
+def test_train_without_data_says_how_to_make_it(tmp_path):
+    proc = _ocrlib("train", "--profile", "tiny", "--train", str(tmp_path / "train"),
+                   "--val", str(tmp_path / "val"), "--out", str(tmp_path / "ck.pth"))
+    assert proc.returncode == 2
+    assert "no labels.txt" in proc.stderr and "ocrlib synth" in proc.stderr and "--profile tiny" in proc.stderr
+
+
+def test_synth_with_a_profile_uses_its_charset_and_style(tmp_path):
+    import json
+
+    proc = _ocrlib("synth", "--out", str(tmp_path), "--profile", "tiny", "--splits", "train=3,val=2",
+                   "--quiet", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "train" / "synth.json").read_text())
+    assert manifest["config"]["chars"] == "0123456789" and manifest["config"]["max_angle"] == 0.0

@@ -1,0 +1,138 @@
+"""Reading images with a trained checkpoint: ``ocrlib infer`` and ``ocrlib eval`` (notebook 05)."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_model
+from .data import DataError, OCRDataset, ctc_collate, image_to_tensor, load_image
+from .decoding import Decoded, greedy_decode
+from .metrics import accuracy, cer, wer
+from .model import MambaOCR
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+
+@dataclass
+class Recognizer:
+    """A trained model ready to read lines.
+
+    Attributes:
+        model: the network, in eval mode.
+        decoder: ``"greedy"`` (or ``"beam"`` once available).
+        beam_width: beam size for ``"beam"``.
+    """
+
+    model: MambaOCR
+    decoder: str = "greedy"
+    beam_width: int = 10
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str = "cpu", **kw: Any) -> Recognizer:
+        model, _ = load_model(path, device=device)
+        return cls(model, **kw)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def log_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images -> ``(B, T, V)`` log-probabilities (float32)."""
+        self.model.eval()
+        return self.model(images.to(self.device)).float().log_softmax(-1)
+
+    def decode(self, log_probs: torch.Tensor) -> list[Decoded]:
+        """Decode ``(B, T, V)`` log-probabilities with the chosen decoder."""
+        if self.decoder == "greedy":
+            return greedy_decode(log_probs, self.model.charset)
+        if self.decoder == "beam":
+            from .decoding import beam_search_batch
+
+            return beam_search_batch(log_probs, self.model.charset, self.beam_width)
+        raise ValueError(f"decoder must be greedy or beam, got {self.decoder!r}")
+
+    def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
+        """Read PIL images (any mode)."""
+        cfg = self.model.cfg
+        batch = torch.stack([image_to_tensor(im.convert("RGB") if im.mode != "RGB" else im,
+                                             cfg.height, cfg.width) for im in images])
+        return self.decode(self.log_probs(batch))
+
+    def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
+                 limit: int | None = None) -> dict[str, Any]:
+        """CER, WER, accuracy, case-insensitive CER, count and speed on a labelled folder.
+
+        Labels with characters the model cannot produce are kept (they count as errors);
+        ``unknown_labels`` says how many there were.
+        """
+        cfg = self.model.cfg
+        ds = OCRDataset(folder, self.model.charset, cfg.height, cfg.width, targets=False)
+        if limit:
+            ds.items = ds.items[:limit]
+        if ds.unknown_labels:
+            log.warning("%s: %d labels hold characters outside the model's charset; "
+                        "they are scored as they are", folder, ds.unknown_labels)
+        loader = DataLoader(ds, batch_size=batch_size, collate_fn=ctc_collate)
+        refs, hyps, confs, paths = [], [], [], []
+        t0 = time.perf_counter()
+        for batch in loader:
+            decoded = self.decode(self.log_probs(batch.images))
+            refs += batch.texts
+            paths += batch.paths
+            hyps += [d.text for d in decoded]
+            confs += [d.confidence for d in decoded]
+        seconds = time.perf_counter() - t0
+        return {
+            "cer": cer(refs, hyps), "wer": wer(refs, hyps), "accuracy": accuracy(refs, hyps),
+            "cer_ci": cer([r.lower() for r in refs], [h.lower() for h in hyps]),
+            "n": len(refs), "images_per_s": len(refs) / max(seconds, 1e-9),
+            "unknown_labels": ds.unknown_labels,
+            "references": refs, "predictions": hyps, "confidences": confs, "paths": paths,
+        }
+
+
+def expand_paths(args: Iterable[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> image paths, in order."""
+    out: list[Path] = []
+    for arg in args:
+        matches = sorted(glob.glob(arg)) if any(ch in arg for ch in "*?[") else [arg]
+        if not matches:
+            out.append(Path(arg))  # reported as missing by the caller
+        for m in matches:
+            p = Path(m)
+            if p.is_dir():
+                out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            else:
+                out.append(p)
+    return out
+
+
+def infer_paths(rec: Recognizer, paths: Sequence[Path], batch_size: int = 64
+                ) -> tuple[list[tuple[Path, Decoded]], list[tuple[Path, str]]]:
+    """Read every path; returns ``(results, failures)`` where failures name the file and why."""
+    results, failures = [], []
+    for start in range(0, len(paths), batch_size):
+        images, ok = [], []
+        for p in paths[start:start + batch_size]:
+            try:
+                images.append(load_image(p))
+                ok.append(p)
+            except DataError as err:
+                failures.append((p, str(err)))
+        if images:
+            results += list(zip(ok, rec.read(images)))
+    return results, failures

@@ -1,0 +1,69 @@
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from ocrlib.inference import Recognizer, expand_paths
+from ocrlib.synth import generate_splits
+from ocrlib.train import TrainConfig, profiles, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inf")
+    prof = copy.deepcopy(profiles()["tiny"])
+    prof.model.encoder.d_model = 32
+    generate_splits(root / "data", {"train": 8, "val": 6}, seed=0, cfg=prof.synth, workers=1,
+                    progress=False)
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, save_every=2, amp="off", device="cpu")
+    res = train(prof.model, cfg, root / "data/train", root / "data/val", root / "best_m.pth",
+                progress=False)
+    return root, res.best
+
+
+def _ocrlib(*args):
+    return subprocess.run([sys.executable, "-m", "ocrlib", *args], capture_output=True, text=True)
+
+
+def test_eval_json_has_the_documented_keys(trained):
+    root, ckpt = trained
+    proc = _ocrlib("eval", "--data", str(root / "data/val"), "--checkpoint", str(ckpt), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == {"cer", "wer", "accuracy", "cer_ci", "n", "images_per_s"}
+    assert result["n"] == 6 and result["cer"] >= 0 and 0 <= result["accuracy"] <= 1
+
+
+def test_eval_counts_labels_outside_the_charset(trained, tmp_path):
+    root, ckpt = trained
+    folder = tmp_path / "mixed"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (60, 32), "white").save(folder / "images" / "a.png")
+    (folder / "labels.txt").write_text("images/a.png\tAB12\nimages/a.png\t12\n")
+    r = Recognizer.from_checkpoint(ckpt).evaluate(folder)
+    assert r["n"] == 2 and r["unknown_labels"] == 1
+
+
+def test_infer_reads_folders_and_reports_a_corrupt_image(trained, tmp_path):
+    root, ckpt = trained
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    proc = _ocrlib("infer", str(root / "data/val/images"), str(tmp_path / "broken.png"),
+                   "--checkpoint", str(ckpt))
+    assert proc.returncode == 1  # one image failed
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 6 and all(len(line.split("\t")) == 3 for line in lines)
+    assert "broken.png" in proc.stderr and "cannot read image" in proc.stderr
+    ok = _ocrlib("infer", str(root / "data/val/images/00000[0-2].png"), "--checkpoint", str(ckpt))
+    assert ok.returncode == 0 and len(ok.stdout.strip().splitlines()) == 3
+
+
+def test_expand_paths_keeps_missing_names_for_reporting(tmp_path):
+    assert expand_paths([str(tmp_path / "nope.png")]) == [tmp_path / "nope.png"]
+
+
+def test_missing_checkpoint_is_a_clear_cli_error(tmp_path):
+    proc = _ocrlib("eval", "--data", str(tmp_path), "--checkpoint", str(tmp_path / "x.pth"))
+    assert proc.returncode == 2 and "no checkpoint at" in proc.stderr

@@ -1,0 +1,164 @@
+import copy
+import math
+
+import pytest
+import torch
+
+from ocrlib import train as T
+from ocrlib.checkpoint import CheckpointMismatchError, load_model, read_checkpoint, save_checkpoint
+from ocrlib.synth import generate_splits
+from ocrlib.train import StepSampler, TrainConfig, last_path, profiles, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prof = profiles()["tiny"]
+    generate_splits(root, {"train": 24, "val": 8}, seed=0, cfg=prof.synth, workers=1,
+                    progress=False)
+    return root
+
+
+def _micro(steps=6, **kw):
+    prof = copy.deepcopy(profiles()["tiny"])
+    prof.model.encoder.d_model = 32
+    prof.train = TrainConfig(steps=steps, batch_size=4, lr=1e-3, eval_every=3, save_every=3,
+                             val_limit=8, amp="off", device="cpu", **kw)
+    return prof
+
+
+def _state(path):
+    return read_checkpoint(path)["model"]
+
+
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_does(data, tmp_path):
+    prof = _micro()
+    whole = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "a" / "best_m.pth",
+                  progress=False)
+    part = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "b" / "best_m.pth",
+                 progress=False, stop_after=3)
+    assert part.step == 3 and read_checkpoint(part.last)["step"] == 3
+    resumed = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "b" / "best_m.pth",
+                    progress=False, resume=True)
+    assert resumed.step == whole.step == 6
+    a, b = _state(whole.last), _state(resumed.last)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["val_cer"] for h in resumed.history] == [h["val_cer"] for h in whole.history]
+
+
+def test_checkpoints_are_safe_to_load_and_the_best_one_is_lean(data, tmp_path):
+    prof = _micro(steps=3)
+    res = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "best_m.pth",
+                progress=False)
+    best = torch.load(res.best, weights_only=True)  # no pickled code needed
+    assert "optimizer" not in best and "optimizer" in read_checkpoint(res.last)
+    model, ckpt = load_model(res.best)
+    assert model.charset.chars == "0123456789" and not model.training
+    assert (tmp_path / "best_m_history.jsonl").read_text().count("\n") == 1
+    assert (tmp_path / "best_m_curves.png").stat().st_size > 1000
+
+
+def test_a_crash_mid_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pth"
+    save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}, "step": 1})
+    before = path.read_bytes()
+
+    def dying_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(3)}, "step": 2})
+    assert path.read_bytes() == before
+    assert read_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pth"]  # no temporary file left
+
+
+def test_a_checkpoint_for_another_model_is_refused(data, tmp_path):
+    prof = _micro(steps=3)
+    res = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "best_m.pth",
+                progress=False)
+    other = copy.deepcopy(prof)
+    other.model.chars = "0123456789ab"
+    with pytest.raises(CheckpointMismatchError, match="chars"):
+        train(other.model, other.train, data / "train", data / "val", tmp_path / "best_m.pth",
+              progress=False, resume=True)
+    with pytest.raises(CheckpointMismatchError, match="encoder.d_model"):
+        bigger = copy.deepcopy(prof.model)
+        bigger.encoder.d_model = 64
+        load_model(res.best, expected=bigger)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pth: cannot read checkpoint"):
+        read_checkpoint(tmp_path / "junk.pth")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_non_finite_batches_are_skipped_and_counted(data, tmp_path, monkeypatch):
+    real = T.ctc_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(T, "ctc_loss", sometimes_nan)
+    prof = _micro(steps=4)
+    res = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "best_m.pth",
+                progress=False)
+    assert res.skipped_batches == 1 and res.step == 4
+    assert all(torch.isfinite(v).all() for v in _state(res.last).values() if v.is_floating_point())
+
+
+def test_overlapping_validation_set_is_refused(data, tmp_path):
+    prof = _micro(steps=1)
+    with pytest.raises(ValueError, match="is the training folder"):
+        train(prof.model, prof.train, data / "train", data / "train", tmp_path / "b.pth",
+              progress=False)
+
+
+def test_step_sampler_is_a_function_of_seed_and_step():
+    full = list(StepSampler(10, 3, seed=1, start=0, total=7))
+    assert list(StepSampler(10, 3, seed=1, start=4, total=7)) == full[4:]
+    assert sorted(i for b in full[:3] for i in b) == sorted(set(i for b in full[:3] for i in b))
+    assert full[:3] != list(StepSampler(10, 3, seed=2, start=0, total=3))
+
+
+def test_last_path_naming(tmp_path):
+    assert last_path(tmp_path / "best_mamba_ocr.pth").name == "last_mamba_ocr.pth"
+    assert last_path(tmp_path / "model.pth").name == "model_last.pth"
+
+
+@pytest.mark.slow
+def test_tiny_profile_learns(tmp_path):
+    prof = profiles()["tiny"]
+    generate_splits(tmp_path, {"train": prof.sizes["train"], "val": prof.sizes["val"]}, seed=0,
+                    cfg=prof.synth, progress=False)
+    res = train(prof.model, prof.train, tmp_path / "train", tmp_path / "val",
+                tmp_path / "ck" / "best_mamba_ocr.pth", progress=False)
+    first, best = res.history[0]["val_cer"], res.best_cer
+    assert math.isfinite(best) and best < 0.5 and best < first / 2
+
+
+def test_a_profile_warm_up_stage_hands_its_weights_to_the_main_stage(data, tmp_path):
+    from ocrlib.train import Warmup, train_profile
+
+    prof = _micro(steps=2)
+    prof.warmup = Warmup(prof.synth, n=24, steps=2)
+    res = train_profile(prof, data / "train", data / "val", tmp_path / "best_m.pth",
+                        warmup_dir=data / "train")
+    warm = read_checkpoint(tmp_path / "last_warmup_m.pth")
+    assert warm["step"] == 2 and res.step == 2
+    # the main stage started from the warm-up weights: one step from them, not from scratch
+    scratch = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "s" / "b.pth",
+                    progress=False)
+    assert not torch.equal(_state(res.last)["classifier.weight"], _state(scratch.last)["classifier.weight"])
+    other = copy.deepcopy(prof.model)
+    other.encoder.d_model = 48
+    with pytest.raises(CheckpointMismatchError):
+        train(other, prof.train, data / "train", data / "val", tmp_path / "o" / "b.pth",
+              progress=False, init_from=res.best)
