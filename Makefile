@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 CKPT := checkpoints/best_mamba_ocr.pth
 demo: $(STAMP)
 	$(PY) -m ocrlib synth --out data --profile laptop --seed 0 --overwrite --quiet
-	$(PY) -m ocrlib show data/train --n 0 --grid data/train_samples.png
+	$(PY) -m ocrlib show data/train --n 6 --grid data/train_samples.png
 	$(PY) -m ocrlib train --profile laptop --train data/train --val data/val --out $(CKPT)
 	$(PY) -m ocrlib eval --data data/test --checkpoint $(CKPT) --show 8
 
