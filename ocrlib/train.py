@@ -473,10 +473,10 @@ def _tuplify(x: Any) -> Any:
 
 def plot_history(history: list[dict[str, Any]], path: str | os.PathLike[str] | None = None):
     """Loss and validation CER against the step; saved as PNG when ``path`` is given."""
-    import matplotlib
+    if path is not None:
+        from .viz import use_file_backend
 
-    if path is not None and "inline" not in matplotlib.get_backend():
-        matplotlib.use("Agg")
+        use_file_backend()
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]

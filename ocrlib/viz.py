@@ -28,6 +28,17 @@ def label_stats(texts: Sequence[str]) -> LabelStats:
     return LabelStats(len(texts), Counter(len(t) for t in texts), Counter("".join(texts)))
 
 
+def use_file_backend() -> None:
+    """Before drawing a figure for a file: switch to Agg unless a notebook's inline backend is on.
+
+    Scripts and the CLI may run without a display; a notebook keeps its inline figures.
+    """
+    import matplotlib
+
+    if "inline" not in matplotlib.get_backend():
+        matplotlib.use("Agg")
+
+
 def sample_grid(
     items: Sequence[LabelLine], cols: int = 3, titles: Sequence[str] | None = None,
     path: str | os.PathLike[str] | None = None,
@@ -36,10 +47,8 @@ def sample_grid(
 
     Returns the matplotlib Figure.
     """
-    import matplotlib
-
-    if path is not None and matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        matplotlib.use("Agg")
+    if path is not None:
+        use_file_backend()
     import matplotlib.pyplot as plt
 
     rows = max(1, -(-len(items) // cols))
