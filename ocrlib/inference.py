@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_model
 from .data import DataError, OCRDataset, ctc_collate, image_to_tensor, load_image
-from .decoding import Decoded, greedy_decode
-from .metrics import accuracy, cer, wer
+from .decoding import Decoded, decode
+from .metrics import scores
 from .model import MambaOCR
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,22 @@ class Recognizer:
 
     Attributes:
         model: the network, in eval mode.
-        decoder: ``"greedy"`` (or ``"beam"`` once available).
+        decoder: ``"greedy"`` or ``"beam"`` (CTC prefix beam search).
         beam_width: beam size for ``"beam"``.
+        top_n: with ``"beam"``, also return this many readings in all (the best first)
+            as :attr:`Decoded.alternatives`.
     """
 
     model: MambaOCR
     decoder: str = "greedy"
     beam_width: int = 10
+    top_n: int = 1
+
+    def __post_init__(self) -> None:
+        if self.decoder not in ("greedy", "beam"):
+            raise ValueError(f"decoder must be greedy or beam, got {self.decoder!r}")
+        if self.beam_width < 1:
+            raise ValueError(f"beam width must be at least 1, got {self.beam_width}")
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str = "cpu", **kw: Any) -> Recognizer:
@@ -57,13 +66,7 @@ class Recognizer:
 
     def decode(self, log_probs: torch.Tensor) -> list[Decoded]:
         """Decode ``(B, T, V)`` log-probabilities with the chosen decoder."""
-        if self.decoder == "greedy":
-            return greedy_decode(log_probs, self.model.charset)
-        if self.decoder == "beam":
-            from .decoding import beam_search_batch
-
-            return beam_search_batch(log_probs, self.model.charset, self.beam_width)
-        raise ValueError(f"decoder must be greedy or beam, got {self.decoder!r}")
+        return decode(log_probs, self.model.charset, self.decoder, self.beam_width, self.top_n)
 
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
         """Read PIL images (any mode)."""
@@ -74,10 +77,13 @@ class Recognizer:
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
                  limit: int | None = None) -> dict[str, Any]:
-        """CER, WER, accuracy, case-insensitive CER, count and speed on a labelled folder.
+        """Score the model on a labelled folder (``labels.txt`` as ``ocrlib synth`` writes it).
 
-        Labels with characters the model cannot produce are kept (they count as errors);
-        ``unknown_labels`` says how many there were.
+        Returns :func:`ocrlib.metrics.scores` (cer, wer, accuracy, cer_ci, ned, n) plus
+        ``images_per_s`` (loading, model and decoding), ``unknown_labels`` and the
+        per-sample ``references``, ``predictions``, ``confidences``, ``alternatives`` and
+        ``paths``. Labels with characters the model cannot produce are kept as they are
+        (they count as errors) and a warning says how many there were.
         """
         cfg = self.model.cfg
         ds = OCRDataset(folder, self.model.charset, cfg.height, cfg.width, targets=False)
@@ -87,7 +93,7 @@ class Recognizer:
             log.warning("%s: %d labels hold characters outside the model's charset; "
                         "they are scored as they are", folder, ds.unknown_labels)
         loader = DataLoader(ds, batch_size=batch_size, collate_fn=ctc_collate)
-        refs, hyps, confs, paths = [], [], [], []
+        refs, hyps, confs, alts, paths = [], [], [], [], []
         t0 = time.perf_counter()
         for batch in loader:
             decoded = self.decode(self.log_probs(batch.images))
@@ -95,13 +101,12 @@ class Recognizer:
             paths += batch.paths
             hyps += [d.text for d in decoded]
             confs += [d.confidence for d in decoded]
+            alts += [d.alternatives for d in decoded]
         seconds = time.perf_counter() - t0
         return {
-            "cer": cer(refs, hyps), "wer": wer(refs, hyps), "accuracy": accuracy(refs, hyps),
-            "cer_ci": cer([r.lower() for r in refs], [h.lower() for h in hyps]),
-            "n": len(refs), "images_per_s": len(refs) / max(seconds, 1e-9),
-            "unknown_labels": ds.unknown_labels,
-            "references": refs, "predictions": hyps, "confidences": confs, "paths": paths,
+            **scores(refs, hyps), "images_per_s": len(refs) / max(seconds, 1e-9),
+            "unknown_labels": ds.unknown_labels, "references": refs, "predictions": hyps,
+            "confidences": confs, "alternatives": alts, "paths": [str(p) for p in paths],
         }
 
 

@@ -67,3 +67,34 @@ def test_expand_paths_keeps_missing_names_for_reporting(tmp_path):
 def test_missing_checkpoint_is_a_clear_cli_error(tmp_path):
     proc = _ocrlib("eval", "--data", str(tmp_path), "--checkpoint", str(tmp_path / "x.pth"))
     assert proc.returncode == 2 and "no checkpoint at" in proc.stderr
+
+
+def test_eval_and_infer_with_beam_search(trained):
+    root, ckpt = trained
+    proc = _ocrlib("eval", "--data", str(root / "data/val"), "--checkpoint", str(ckpt),
+                   "--decoder", "beam", "--beam-width", "4", "--batch-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "6 images" in proc.stdout and "(beam)" in proc.stdout
+    greedy = Recognizer.from_checkpoint(ckpt).evaluate(root / "data/val")
+    beam = Recognizer.from_checkpoint(ckpt, decoder="beam", beam_width=4).evaluate(root / "data/val")
+    # never less probable than the greedy reading, line by line
+    assert all(b >= g * (1 - 1e-5) for g, b in zip(greedy["confidences"], beam["confidences"]))
+    out = _ocrlib("infer", str(root / "data/val/images/000000.png"), "--checkpoint", str(ckpt),
+                  "--decoder", "beam")
+    path, text, conf = out.stdout.strip().split("\t")
+    assert out.returncode == 0 and path.endswith("000000.png") and 0.0 <= float(conf) <= 1.0
+
+
+def test_recognizer_refuses_an_unknown_decoder(trained):
+    _, ckpt = trained
+    with pytest.raises(ValueError, match="greedy or beam"):
+        Recognizer.from_checkpoint(ckpt, decoder="viterbi")
+    proc = _ocrlib("eval", "--data", "nowhere", "--checkpoint", str(ckpt), "--beam-width", "0",
+                   "--decoder", "beam")
+    assert proc.returncode == 2 and "beam width" in proc.stderr
+
+
+def test_eval_names_a_missing_folder(trained):
+    _, ckpt = trained
+    proc = _ocrlib("eval", "--data", "no/such/folder", "--checkpoint", str(ckpt))
+    assert proc.returncode == 2 and "no/such/folder" in proc.stderr
