@@ -44,6 +44,8 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/synth_speed.py
 	$(PY) benchmarks/encoder_speed.py
+	$(PY) benchmarks/decode_speed.py
+	$(PY) benchmarks/infer_speed.py
 
 clean: $(STAMP)
 	$(PY) -m ocrlib clean
