@@ -61,6 +61,12 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -
     return out
 
 
+def differences_from(stored: dict[str, Any], expected: ModelConfig) -> list[str]:
+    """How a checkpoint's stored config differs from ``expected``, ignoring what building
+    resolves (download choices, ``"auto"`` freezing); empty when the checkpoint fits."""
+    return config_differences(_comparable(stored, expected), _comparable(expected.to_dict(), expected))
+
+
 def _comparable(d: dict[str, Any], expected: ModelConfig) -> dict[str, Any]:
     """``d`` without the fields that building resolves (download choices, "auto" freezing)."""
     d = copy.deepcopy(d)
@@ -113,7 +119,7 @@ def load_model(path: str | os.PathLike[str], expected: ModelConfig | None = None
     ckpt = read_checkpoint(path)
     stored = ckpt["config"]
     if expected is not None:
-        diffs = config_differences(_comparable(stored, expected), _comparable(expected.to_dict(), expected))
+        diffs = differences_from(stored, expected)
         if diffs:
             raise CheckpointMismatchError(
                 f"{path} was made for another model:\n  " + "\n  ".join(diffs))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -58,3 +64,73 @@ def setup(seed: int = 0, threads: int = 2, deterministic: bool = True, quiet: bo
             transformers.logging.set_verbosity_error()
         except ImportError:
             pass
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint ready for the decoding and error-analysis notebooks.
+
+    Attributes:
+        checkpoint: the best checkpoint.
+        test: a labelled test folder the model was not trained on.
+        source: ``"demo"`` (``make demo``'s model), ``"tiny, trained now"`` or ``"tiny, reused"``.
+    """
+
+    checkpoint: Path
+    test: Path
+    source: str
+
+
+def _same_synth(folder: Path, cfg: Any, n: int) -> bool:
+    """Whether ``folder`` holds a finished set made with ``cfg`` and ``n`` samples."""
+    try:
+        manifest = json.loads((folder / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    same = json.loads(json.dumps(asdict(cfg))) == manifest.get("config")
+    return same and manifest.get("n") == n and (folder / "labels.txt").is_file()
+
+
+def tiny_model(root: str | os.PathLike[str], progress: bool = False) -> TrainedModel:
+    """The ``tiny`` profile trained on its own data under ``root/data/tiny`` and
+    ``root/checkpoints/tiny``: reused when a finished run of the same profile is there, else
+    generated and trained now (about 1.5 minutes on a laptop CPU; deterministic, so a reused
+    run and a fresh one are the same model)."""
+    from .checkpoint import differences_from, read_checkpoint
+    from .synth import generate
+    from .train import last_path, profiles, train
+
+    prof = profiles()["tiny"]
+    data, best = Path(root) / "data" / "tiny", Path(root) / "checkpoints" / "tiny" / "best_mamba_ocr.pth"
+    fresh_data = False
+    for split, n in prof.sizes.items():
+        if not _same_synth(data / split, prof.synth, n):
+            generate(data / split, n, prof.train.seed, prof.synth, split=split, workers=None,
+                     overwrite=True, progress=progress)
+            fresh_data = True
+    if not fresh_data and best.is_file() and last_path(best).is_file():
+        last = read_checkpoint(last_path(best))
+        if last.get("step") == prof.train.steps and not differences_from(last["config"], prof.model):
+            return TrainedModel(best, data / "test", "tiny, reused")
+    train(prof.model, prof.train, data / "train", data / "val", best, progress=progress)
+    return TrainedModel(best, data / "test", "tiny, trained now")
+
+
+def demo_or_tiny_model(root: str | os.PathLike[str], progress: bool = False) -> TrainedModel:
+    """``make demo``'s model (``checkpoints/best_mamba_ocr.pth`` with ``data/test``) when it is
+    there and loads with this version of ocrlib, else :func:`tiny_model`."""
+    from .checkpoint import load_model
+    from .data import read_labels
+
+    root = Path(root)
+    best, test = root / "checkpoints" / "best_mamba_ocr.pth", root / "data" / "test"
+    if best.is_file() and (test / "labels.txt").is_file():
+        try:
+            model, _ = load_model(best)
+            items = read_labels(test)
+            if items and all(not model.charset.unknown(it.text) for it in items):
+                return TrainedModel(best, test, "demo")
+            log.warning("%s reads other characters than %s holds: using the tiny model", best, test)
+        except Exception as err:  # an old or foreign checkpoint: say why, then fall back
+            log.warning("cannot use %s (%s): using the tiny model", best, err)
+    return tiny_model(root, progress=progress)
