@@ -8,7 +8,7 @@ TESTS     ?= $(wildcard tests/test_*.py)
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-cell-timeout=900 \
                --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
-.PHONY: demo test test-py test-nb lab bench clean venv
+.PHONY: demo test test-py test-nb test-browser chromium lab bench clean venv
 
 venv: $(STAMP)
 
@@ -27,8 +27,9 @@ demo: $(STAMP)
 	$(PY) -m ocrlib train --profile laptop --train data/train --val data/val --out $(CKPT)
 	$(PY) -m ocrlib eval --data data/test --checkpoint $(CKPT) --show 8
 
-## make test: pytest on tests/, then nbval on every notebook; fails when either set is empty
-test: test-py test-nb
+## make test: pytest on tests/, nbval on every notebook (fails when either set is empty), then
+## the error browser in headless Chromium where Chromium is installed or installable
+test: test-py test-nb test-browser
 
 test-py: $(STAMP)
 	@test -n "$(TESTS)" || { echo "make test: no tests in tests/" >&2; exit 1; }
@@ -37,6 +38,26 @@ test-py: $(STAMP)
 test-nb: $(STAMP)
 	@test -n "$(NOTEBOOKS)" || { echo "make test: no notebooks in notebooks/" >&2; exit 1; }
 	$(PY) -m pytest $(NBVAL_FLAGS) $(NOTEBOOKS)
+
+## make test-browser: notebook 06 in JupyterLab in headless Chromium, driven by Playwright.
+## Installs Debian's chromium when missing (as root, or with password-less sudo); where it
+## cannot, says so and does not fail.
+test-browser: $(STAMP)
+	@if $(MAKE) --no-print-directory chromium; then \
+		$(PY) -m pytest -p no:cacheprovider tests/browser; \
+	else \
+		echo "make test-browser: Chromium is not installed and cannot be installed here; browser test not run" >&2; \
+	fi
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 && exit 0; \
+	command -v apt-get >/dev/null 2>&1 || exit 1; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else exit 1; fi; \
+	echo "installing Debian's chromium for the browser test"; \
+	$$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null 2>&1 && \
+		  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }; \
+	command -v chromium >/dev/null 2>&1
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks

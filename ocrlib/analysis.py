@@ -166,7 +166,7 @@ def plot_breakdowns(table: pd.DataFrame, columns: Sequence[str] = ("length", "fo
                              squeeze=False)
     for ax, col in zip(axes[0], present):
         b = breakdown(table, col)
-        names = [str(g) for g in b["group"]]
+        names = [_group_name(g) for g in b["group"]]
         if col == "font":  # long names: the most error-prone fonts, shortened
             b = b.sort_values("cer", ascending=False).head(12)
             names = [str(g)[:18] for g in b["group"]]
@@ -178,6 +178,12 @@ def plot_breakdowns(table: pd.DataFrame, columns: Sequence[str] = ("length", "fo
         ax.set_title(f"CER by {col}")
     fig.tight_layout()
     return fig
+
+
+def _group_name(group: Any) -> str:
+    if isinstance(group, pd.Interval):  # cut's lower edge dips below the minimum: show it as 0
+        return f"{max(group.left, 0.0):.3g}–{group.right:.3g}"
+    return str(group)
 
 
 def frame_columns(width: int, frames: int) -> np.ndarray:
