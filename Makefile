@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(PY) -m ocrlib synth --out data --profile laptop --seed 0 --overwrite --quiet
 	$(PY) -m ocrlib show data/train --n 6 --grid data/train_samples.png
 	$(PY) -m ocrlib train --profile laptop --train data/train --val data/val --out $(CKPT)
-	$(PY) -m ocrlib eval --data data/test --checkpoint $(CKPT) --show 8
+	$(PY) -m ocrlib eval --data data/test --checkpoint $(CKPT) --show 8 --failures data/test_failures.png
 
 ## make test: pytest on tests/, nbval on every notebook (fails when either set is empty), then
 ## the error browser in headless Chromium where Chromium is installed or installable

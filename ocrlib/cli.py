@@ -120,6 +120,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                      beam_width=args.beam_width)
     r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit)
     keys = ("cer", "wer", "accuracy", "cer_ci", "n", "images_per_s")
+    if args.failures:
+        from .analysis import error_table, failure_grid
+
+        table = error_table(r["references"], r["predictions"], r["paths"], r["confidences"])
+        failure_grid(table, args.failures)
+        if not args.json:
+            print(f"worst readings drawn in {args.failures}")
     if args.json:
         print(json.dumps({k: r[k] for k in keys}))
     else:
@@ -198,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--json", action="store_true", help="one JSON object")
             e.add_argument("--limit", type=int, help="only the first N samples")
             e.add_argument("--show", type=int, default=0, help="print the first N readings")
+            e.add_argument("--failures", metavar="PNG",
+                           help="also draw the 9 worst readings in a 3x3 grid into this PNG")
             e.set_defaults(func=_cmd_eval)
         else:
             e.add_argument("paths", nargs="+", help="image files, folders or globs")

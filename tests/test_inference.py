@@ -98,3 +98,13 @@ def test_eval_names_a_missing_folder(trained):
     _, ckpt = trained
     proc = _ocrlib("eval", "--data", "no/such/folder", "--checkpoint", str(ckpt))
     assert proc.returncode == 2 and "no/such/folder" in proc.stderr
+
+
+def test_eval_draws_the_failure_grid(trained, tmp_path):
+    root, ckpt = trained
+    png = tmp_path / "fails.png"
+    proc = _ocrlib("eval", "--data", str(root / "data/val"), "--checkpoint", str(ckpt),
+                   "--failures", str(png), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == 6  # --json output stays one object
+    assert png.read_bytes()[:4] == b"\x89PNG"
