@@ -224,6 +224,8 @@ def beam_search_batch(log_probs: torch.Tensor, charset: Charset, beam_width: int
         log_probs: ``(B, T, V)`` log-softmax scores; lengths: ``(B,)`` valid frames (default T).
     """
     B, T, _ = log_probs.shape
+    if B == 0:
+        return []
     lp = log_probs.detach().float().cpu()
     blank, cands = frame_candidates(lp, beam_width, min_prob)
     n_frames = lengths.tolist() if lengths is not None else [T] * B

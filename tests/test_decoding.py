@@ -136,6 +136,8 @@ def test_beam_handles_lengths_empty_output_and_bad_arguments():
     assert [d.text for d in out] == ["b", ""]
     out = beam_search_batch(lp.log_softmax(-1), ABC, lengths=torch.tensor([4, 6]))
     assert out[0].text == ""  # frame 4 is past the end
+    empty = torch.zeros(0, 6, 4)
+    assert beam_search_batch(empty, ABC) == [] and greedy_decode(empty, ABC) == []
     with pytest.raises(ValueError, match="beam_width"):
         beam_search([1.0], [{}], beam_width=0)
     with pytest.raises(ValueError, match="greedy or beam"):
