@@ -129,9 +129,11 @@ def plot_confusion_matrix(matrix: pd.DataFrame, ax: Any = None) -> Any:
     ax.set_yticks(range(len(matrix.index)), list(matrix.index))
     ax.set_xlabel("read as (∅: deleted)")
     ax.set_ylabel("truth (∅: inserted)")
+    top = max(1, int(matrix.to_numpy().max()))
     for (i, j), v in np.ndenumerate(matrix.to_numpy()):
         if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > top / 2 else "black")
     ax.figure.colorbar(im, ax=ax, fraction=0.04)
     ax.set_title("character confusions")
     return ax.figure
