@@ -125,8 +125,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         table = error_table(r["references"], r["predictions"], r["paths"], r["confidences"])
         failure_grid(table, args.failures)
-        if not args.json:
-            print(f"worst readings drawn in {args.failures}")
     if args.json:
         print(json.dumps({k: r[k] for k in keys}))
     else:
@@ -137,6 +135,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"{args.data}: {r['n']} images, CER {r['cer']:.4f} (case-insensitive "
               f"{r['cer_ci']:.4f}), WER {r['wer']:.4f}, accuracy {r['accuracy']:.4f}, "
               f"{r['images_per_s']:.0f} images/s ({args.decoder})")
+        if args.failures:
+            print(f"the worst readings are drawn in {args.failures}")
     return 0
 
 
