@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from PIL import Image
 from .charset import BLANK, Charset
 from .data import read_meta
 from .io import atomic_write_text
-from .metrics import align, cer, sample_cer
+from .metrics import Edit, align, cer, error_counts, sample_cer
 
 #: Error kinds, as :func:`error_kinds` names them.
 ERROR_KINDS = ("substitution", "dropped repeat", "deletion", "doubled character", "insertion")
@@ -32,15 +31,16 @@ ERROR_KINDS = ("substitution", "dropped repeat", "deletion", "doubled character"
 META_FIELDS = ("font", "size", "angle", "blur", "noise", "bg", "fg")
 
 
-def error_kinds(reference: str, prediction: str) -> list[str]:
+def error_kinds(reference: str, prediction: str, edits: list[Edit] | None = None) -> list[str]:
     """The kinds of error in one reading, each named once, in :data:`ERROR_KINDS` order.
 
     A deleted character next to an equal one in the reference is a *dropped repeat* (CTC's
     typical failure: no blank frame between twins, ``"1123"`` read as ``"123"``); an inserted
-    character next to an equal one in the prediction is a *doubled character*.
+    character next to an equal one in the prediction is a *doubled character*. ``edits`` is
+    the pair's :func:`ocrlib.metrics.align`, when already at hand.
     """
     kinds = set()
-    for e in align(reference, prediction):
+    for e in align(reference, prediction) if edits is None else edits:
         if e.kind == "substitute":
             kinds.add("substitution")
         elif e.kind == "delete":
@@ -70,10 +70,12 @@ def error_table(references: Sequence[str], predictions: Sequence[str], paths: Se
     rows = []
     for k in range(n):
         ref, hyp = references[k], predictions[k]
+        edits = align(ref, hyp)
         row: dict[str, Any] = {
             "path": str(paths[k]), "reference": ref, "prediction": hyp, "correct": ref == hyp,
-            "cer": sample_cer(ref, hyp), "confidence": None if confidences is None else confidences[k],
-            "length": len(ref), "kinds": tuple(error_kinds(ref, hyp)),
+            "cer": sample_cer(ref, hyp, edits),
+            "confidence": None if confidences is None else confidences[k],
+            "length": len(ref), "kinds": tuple(error_kinds(ref, hyp, edits)),
             "alternatives": list(alternatives[k]) if alternatives is not None else [],
         }
         if meta:
@@ -93,10 +95,7 @@ def confusions(table: pd.DataFrame) -> pd.DataFrame:
     """Every character edit over the table, counted: columns ``kind, reference, prediction,
     count``, most frequent first. ``kind`` is substitute, delete or insert; the side a
     deletion or insertion lacks is ``""``."""
-    counts: Counter[tuple[str, str, str]] = Counter()
-    for ref, hyp in zip(table["reference"], table["prediction"]):
-        if ref != hyp:
-            counts.update((e.kind, e.ref, e.hyp) for e in align(ref, hyp) if e.kind != "equal")
+    counts = error_counts(list(table["reference"]), list(table["prediction"]))
     rows = [(k, r, h, c) for (k, r, h), c in counts.items()]
     out = pd.DataFrame(rows, columns=["kind", "reference", "prediction", "count"])
     return out.sort_values(["count", "kind", "reference", "prediction"],
@@ -353,10 +352,9 @@ def analyse(recognizer: Any, folder: str | os.PathLike[str], limit: int | None =
 
 def view_alignment(recognizer: Any, row: pd.Series, classes: str = "used") -> Any:
     """:func:`plot_alignment` for one row of an error table, read again by ``recognizer``."""
-    from .data import image_to_tensor, load_image
+    from .data import load_image
 
-    cfg = recognizer.model.cfg
-    x = image_to_tensor(load_image(row["path"]), cfg.height, cfg.width)
-    log_probs = recognizer.log_probs(x[None])[0]
-    return plot_alignment(x, log_probs, recognizer.model.charset, row["reference"],
+    x = recognizer.prepare([load_image(row["path"])])
+    log_probs = recognizer.log_probs(x)[0]
+    return plot_alignment(x[0], log_probs, recognizer.model.charset, row["reference"],
                           row["prediction"], classes=classes)

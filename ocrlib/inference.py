@@ -68,12 +68,15 @@ class Recognizer:
         """Decode ``(B, T, V)`` log-probabilities with the chosen decoder."""
         return decode(log_probs, self.model.charset, self.decoder, self.beam_width, self.top_n)
 
+    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images (any mode) -> the ``(B, 3, H, W)`` batch the model reads (resized, padded)."""
+        cfg = self.model.cfg
+        return torch.stack([image_to_tensor(im.convert("RGB") if im.mode != "RGB" else im,
+                                            cfg.height, cfg.width) for im in images])
+
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
         """Read PIL images (any mode)."""
-        cfg = self.model.cfg
-        batch = torch.stack([image_to_tensor(im.convert("RGB") if im.mode != "RGB" else im,
-                                             cfg.height, cfg.width) for im in images])
-        return self.decode(self.log_probs(batch))
+        return self.decode(self.log_probs(self.prepare(images)))
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
                  limit: int | None = None) -> dict[str, Any]:

@@ -99,10 +99,12 @@ def edit_distance(reference: str, hypothesis: str) -> int:
     return sum(e.kind != "equal" for e in align(reference, hypothesis))
 
 
-def sample_cer(reference: str, hypothesis: str) -> float:
+def sample_cer(reference: str, hypothesis: str, edits: list[Edit] | None = None) -> float:
     """One line's CER: its edits over its reference length (``inf`` for an empty reference
-    with a non-empty hypothesis, 0 when both are empty)."""
-    d = edit_distance(reference, hypothesis)
+    with a non-empty hypothesis, 0 when both are empty). ``edits``: the pair's :func:`align`,
+    when already at hand."""
+    edits = align(reference, hypothesis) if edits is None else edits
+    d = sum(e.kind != "equal" for e in edits)
     if not reference:
         return float("inf") if d else 0.0
     return d / len(reference)
