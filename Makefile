@@ -54,9 +54,9 @@ chromium:
 	command -v apt-get >/dev/null 2>&1 || exit 1; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else exit 1; fi; \
 	echo "installing Debian's chromium for the browser test"; \
-	$$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
 		{ $$SUDO apt-get update -q >/dev/null 2>&1 && \
-		  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }; \
+		  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }; \
 	command -v chromium >/dev/null 2>&1
 
 lab: $(STAMP)
