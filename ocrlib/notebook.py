@@ -83,9 +83,13 @@ class TrainedModel:
 
 def _same_synth(folder: Path, cfg: Any, n: int) -> bool:
     """Whether ``folder`` holds a finished set made with ``cfg`` and ``n`` samples."""
+    from .synth import read_manifest
+
     try:
-        manifest = json.loads((folder / "synth.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(folder)
+    except (OSError, ValueError):  # unreadable: make the set again
+        return False
+    if manifest is None:
         return False
     same = json.loads(json.dumps(asdict(cfg))) == manifest.get("config")
     return same and manifest.get("n") == n and (folder / "labels.txt").is_file()

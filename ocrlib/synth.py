@@ -361,6 +361,15 @@ def generate(
     return SynthResult(out=out, n=n, fonts=list(fonts))
 
 
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``folder/synth.json`` (how the set was made: n, seed, split, stream, config, fonts),
+    or None for a folder this generator did not make."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def generate_splits(
     root: str | os.PathLike[str],
     sizes: dict[str, int],

@@ -39,7 +39,7 @@ from .encoder import PRETRAINED_MAMBA, EncoderConfig
 from .io import atomic_write_text
 from .metrics import cer as corpus_cer
 from .model import MambaOCR, ModelConfig
-from .synth import SynthConfig
+from .synth import SynthConfig, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -256,11 +256,7 @@ def _check_disjoint(train_dir: Path, val_dir: Path) -> None:
     """Refuse a validation set that is the training set or was drawn from its random stream."""
     if train_dir.resolve() == val_dir.resolve():
         raise ValueError(f"the validation folder is the training folder ({train_dir})")
-    manifests = []
-    for d in (train_dir, val_dir):
-        f = d / "synth.json"
-        manifests.append(json.loads(f.read_text()) if f.is_file() else None)
-    a, b = manifests
+    a, b = read_manifest(train_dir), read_manifest(val_dir)
     if a and b and (a["seed"], a["stream"]) == (b["seed"], b["stream"]):
         raise ValueError(f"{val_dir} and {train_dir} were generated from the same seed and split: "
                          "the validation set would repeat training samples")
