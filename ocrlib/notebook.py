@@ -24,11 +24,13 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
-def setup(seed: int = 0, threads: int = 2, deterministic: bool = True, quiet: bool = True) -> None:
+def setup(seed: int = 0, threads: int | None = None, deterministic: bool = True,
+          quiet: bool = True) -> None:
     """Make a notebook reproducible and its printed output stable.
 
     Seeds everything, asks torch for deterministic algorithms (with a warning, not an
-    error, where none exist), fixes the thread count, sets print precision, selects the
+    error, where none exist), fixes the thread count (``threads``, else ``OMP_NUM_THREADS``
+    when set, else 2), sets print precision, selects the
     PNG (Agg-rendered inline) matplotlib backend and quiets library loggers and warnings
     that would otherwise write to stderr, which nbval compares.
     """
@@ -38,6 +40,8 @@ def setup(seed: int = 0, threads: int = 2, deterministic: bool = True, quiet: bo
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seed_everything(seed)
+    if threads is None:
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 2)
     torch.set_num_threads(threads)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -102,7 +106,7 @@ def tiny_model(root: str | os.PathLike[str], progress: bool = False) -> TrainedM
     run and a fresh one are the same model)."""
     from .checkpoint import differences_from, read_checkpoint
     from .synth import generate
-    from .train import last_path, profiles, train
+    from .train import last_path, numerics, profiles, resolve_amp, resolve_device, train
 
     prof = profiles()["tiny"]
     data, best = Path(root) / "data" / "tiny", Path(root) / "checkpoints" / "tiny" / "best_mamba_ocr.pth"
@@ -114,7 +118,9 @@ def tiny_model(root: str | os.PathLike[str], progress: bool = False) -> TrainedM
             fresh_data = True
     if not fresh_data and best.is_file() and last_path(best).is_file():
         last = read_checkpoint(last_path(best))
-        if last.get("step") == prof.train.steps and not differences_from(last["config"], prof.model):
+        here = numerics(resolve_amp(prof.train.amp, resolve_device(prof.train.device)))
+        if (last.get("step") == prof.train.steps and last.get("numerics") == here
+                and not differences_from(last["config"], prof.model)):
             return TrainedModel(best, data / "test", "tiny, reused")
     train(prof.model, prof.train, data / "train", data / "val", best, progress=progress)
     return TrainedModel(best, data / "test", "tiny, trained now")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import math
@@ -61,7 +62,8 @@ class TrainConfig:
             ``gpu`` profile clips at 1.0 as the original did.
         warmup: fraction of the steps spent warming up to ``lr``.
         amp: ``"auto"`` (fp16 with a grad scaler on CUDA, bf16 on CPUs with fast bf16,
-            else off), ``"off"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
+            else off), ``"off"``, ``"bf16"`` or ``"fp16"`` (CUDA only). The environment
+            variable ``OCRLIB_AMP`` overrides it (:func:`forced_amp`).
         eval_every: validate (greedy CER) every this many steps, and at the end.
         val_limit: validate on at most this many validation images.
         save_every: write the resume checkpoint every this many steps, and at the end.
@@ -118,8 +120,10 @@ def profiles() -> dict[str, Profile]:
             "tiny",
             ModelConfig(chars=digits, width=128,
                         encoder=EncoderConfig(d_model=128, n_layers=2, dropout=0.0)),
+            # fp32: notebooks and tests reproduce as closely as a CPU allows (bf16 kernels
+            # differ between AMX, AVX512-BF16 and emulation)
             TrainConfig(steps=300, batch_size=16, lr=1e-3, warmup=0.05, eval_every=50,
-                        val_limit=200, save_every=50),
+                        val_limit=200, save_every=50, amp="off"),
             # one clean font: a from-scratch CTC model leaves its all-blank plateau within
             # ~150 steps here; with every font and distortion it needs far more
             SynthConfig(chars=digits, min_len=3, max_len=6, max_angle=0.0, max_blur=0.0,
@@ -174,8 +178,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+AMP_ENV = "OCRLIB_AMP"
+
+
+def forced_amp() -> Amp | None:
+    """The numeric setting forced from outside with ``OCRLIB_AMP=off|bf16|fp16|auto``, or None.
+
+    It overrides every profile's and command's ``amp``, so that a whole test run (notebooks
+    included) can be repeated under another numeric setting.
+
+    Raises:
+        ValueError: naming the variable, for any other value.
+    """
+    value = os.environ.get(AMP_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in ("auto", "off", "bf16", "fp16"):
+        raise ValueError(f"{AMP_ENV}={value!r}: expected off, bf16, fp16 or auto")
+    return value  # type: ignore[return-value]
+
+
 def resolve_amp(amp: Amp, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None: full precision)."""
+    """The autocast dtype for ``amp`` on ``device`` (None: full precision).
+
+    ``OCRLIB_AMP``, when set, replaces ``amp`` (:func:`forced_amp`).
+    """
+    forced = forced_amp()
+    if forced is not None and forced != amp:
+        _log_forced_once(forced, amp)
+        amp = forced
     if amp == "auto":
         if device.type == "cuda":
             return torch.float16
@@ -185,6 +216,20 @@ def resolve_amp(amp: Amp, device: torch.device) -> torch.dtype | None:
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("amp='fp16' needs CUDA; use 'bf16' on a CPU")
     return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+@functools.lru_cache(maxsize=None)
+def _log_forced_once(forced: str, asked: str) -> None:
+    log.info("%s=%s replaces amp=%r", AMP_ENV, forced, asked)
+
+
+def numerics(amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    """What decides the rounding of a run besides the code: precision, threads, torch, CPU bf16.
+
+    Stored in checkpoints: a model trained under other numerics is another model.
+    """
+    return {"amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
+            "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0]}
 
 
 class StepSampler(Sampler[list[int]]):
@@ -373,6 +418,7 @@ def train(
             "step": step, "best_cer": best_cer, "history": history, "skipped_batches": skipped,
             "origin": {"backbone_pretrained": model.backbone.pretrained,
                        "encoder_pretrained": model_cfg.encoder.pretrained},
+            "numerics": numerics(amp_dtype),
         }
         if for_resume:
             out.update(
