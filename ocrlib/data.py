@@ -1,28 +1,28 @@
-"""Labelled folders, image loading, the torch Dataset and the CTC collate (notebook 01).
+"""From image files to CTC batches: loading, normalisation, the Dataset and the collate
+(notebook 01).
 
-A labelled folder holds ``labels.txt`` with one sample per line, either
-``path<TAB>label`` (what :mod:`ocrlib.synth` writes; labels may contain spaces) or the
-original project's ``path label`` (split at the first space). Paths are relative to the
-folder. Bad input raises :class:`DataError` naming the file and line, or, with
-``skip_bad=True``, is skipped and counted in the log.
+The files of a labelled folder are :mod:`ocrlib.folder`'s business. Bad input raises
+:class:`~ocrlib.folder.DataError` naming the file and line, or, with ``skip_bad=True``, is
+skipped and counted in the log.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .charset import Charset, ctc_min_length
+from .folder import DataError, LabelLine, read_labels, read_meta  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,9 @@ IMAGE_WIDTH = 320
 WIDTH_PER_STEP = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class DataError(ValueError):
-    """A sample that cannot be used: the message names the file (and line)."""
+#: How pixels become network input: ``"grey"`` (luminance, standardised per image, ink made
+#: bright) or ``"imagenet"`` (RGB with ImageNet statistics, as the original did).
+Normalize = Literal["grey", "imagenet"]
 
 
 def ctc_time_steps(width: int) -> int:
@@ -45,50 +44,6 @@ def ctc_time_steps(width: int) -> int:
     ``w`` to ``ceil(w / 2)``, so ``T = ceil(W / 4)``; later stages keep the width.
     """
     return -(-width // WIDTH_PER_STEP)
-
-
-@dataclass(frozen=True)
-class LabelLine:
-    """One line of a labels file: image path (absolute), label text, and where it came from."""
-
-    path: Path
-    text: str
-    source: str  # "labels.txt:12"
-
-
-def read_labels(folder: str | os.PathLike[str], filename: str = "labels.txt") -> list[LabelLine]:
-    """Parse ``folder/filename``. Empty lines are ignored.
-
-    Raises:
-        FileNotFoundError: the folder has no labels file.
-        DataError: a line with no separator.
-    """
-    folder = Path(folder)
-    path = folder / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"no labels file at {path}")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for no, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            sep = "\t" if "\t" in line else " "
-            name, found, text = line.partition(sep)
-            if not found:
-                raise DataError(f"{path}:{no}: expected 'image<TAB>label', got {line!r}")
-            out.append(LabelLine(folder / name.strip(), text, f"{path}:{no}"))
-    return out
-
-
-def read_meta(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The generator's per-sample metadata keyed by relative image path ({} if absent)."""
-    path = Path(folder) / "meta.jsonl"
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return {row["image"]: row for row in rows}
 
 
 def check_label(text: str, charset: Charset, max_steps: int | None) -> str | None:
@@ -107,7 +62,7 @@ def check_label(text: str, charset: Charset, max_steps: int | None) -> str | Non
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open any PIL image as 8-bit RGB: transparency over white, 16-bit and float scaled.
+    """Open any image file as 8-bit RGB (:func:`as_rgb`).
 
     Raises:
         DataError: naming the file, when it is missing or cannot be decoded.
@@ -119,6 +74,13 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot read image ({err})") from None
+    return as_rgb(im)
+
+
+def as_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: transparency over white, 16-bit and float scaled, palettes
+    and CMYK converted. Files (:func:`load_image`) and images in memory go through this one
+    function, so both read the same."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
         hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -132,33 +94,92 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     return im.convert("RGB")
 
 
+def normalize_pixels(rgb: np.ndarray, how: Normalize = "grey") -> tuple[torch.Tensor, float]:
+    """``(H, W, 3)`` RGB in 0..1 -> ``(3, H, W)`` network input and the value to pad it with.
+
+    ``"grey"``: the luminance, standardised over the image (zero mean, unit variance) and
+    negated when the ink is dark, so that ink is always bright on a darker background, then
+    repeated on the three channels; padding takes the background level (the median). Colour
+    carries nothing about the text: measured on the full charset from random weights, a
+    network fed RGB lines in random colours stayed on CTC's all-blank plateau where the same
+    lines in grey, standardised and ink-bright, were read (benchmarks/RESULTS.md). The ink is
+    told from the paper by the skew of the pixel values: paper is the bulk, ink the tail.
+    Repeated on three channels with zero mean and unit variance, it is also what an ImageNet
+    backbone expects of each channel.
+
+    ``"imagenet"``: RGB normalised with ImageNet's mean and std; padding 0 (the mean colour).
+    """
+    if how == "imagenet":
+        arr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return (arr - mean) / std, 0.0
+    if how != "grey":
+        raise ValueError(f"normalize must be grey or imagenet, got {how!r}")
+    g = rgb[..., :3].astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    g = g - g.mean()
+    g = g / max(float(g.std()), 0.02)  # 0.02: a blank image stays flat instead of exploding
+    if float(np.mean(g**3)) < 0:  # a long dark tail: dark ink on lighter paper
+        g = -g
+    t = torch.from_numpy(np.ascontiguousarray(g))
+    return t.expand(3, *t.shape).contiguous(), float(np.median(g))
+
+
+def resize_to_height(img: Image.Image, height: int, max_width: int) -> Image.Image:
+    """Scale to ``height`` keeping the aspect ratio; squeeze to ``max_width`` if wider."""
+    w = max(1, min(max_width, round(img.width * height / img.height)))
+    return img.resize((w, height), Image.Resampling.BILINEAR)
+
+
 def image_to_tensor(
-    img: Image.Image, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH
+    img: Image.Image, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH,
+    normalize: Normalize = "grey", pad: bool = True,
 ) -> torch.Tensor:
-    """Resize to ``height`` keeping the aspect ratio, shrink to ``width`` if wider, right-pad, normalise.
+    """Resize to ``height`` keeping the aspect ratio, shrink to ``width`` if wider, normalise
+    (:func:`normalize_pixels`), and right-pad to ``width`` with the background level.
 
     Returns:
-        A float tensor of shape ``(3, height, width)`` normalised with ImageNet statistics;
-        the padding is 0 (the mean colour) after normalisation.
+        A float tensor ``(3, height, width)``; with ``pad=False``, ``(3, height, w)`` where
+        ``w <= width`` is the image's own width at that height.
     """
-    w = max(1, min(width, round(img.width * height / img.height)))
-    img = img.resize((w, height), Image.Resampling.BILINEAR)
-    arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    out = torch.zeros(3, height, width)
-    out[:, :, :w] = (arr - mean) / std
-    return out
+    t, fill = to_input(img, height, width, normalize)
+    return pad_to(t, width, fill) if pad else t
+
+
+def to_input(img: Image.Image, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH,
+             normalize: Normalize = "grey") -> tuple[torch.Tensor, float]:
+    """An RGB image -> ``(3, height, w)`` network input at its own width ``w <= width``, and
+    the value to pad it with (:func:`normalize_pixels`)."""
+    small = resize_to_height(img, height, width)
+    return normalize_pixels(np.asarray(small, dtype=np.float32) / 255.0, normalize)
+
+
+def pad_to(t: torch.Tensor, width: int, fill: float) -> torch.Tensor:
+    """Right-pad a ``(C, H, w)`` tensor to ``(C, H, width)`` with ``fill``."""
+    if t.shape[-1] >= width:
+        return t
+    return F.pad(t, (0, width - t.shape[-1]), value=fill)
 
 
 @dataclass
 class Sample:
-    """One item of :class:`OCRDataset`: image ``(3, H, W)``, its class indices and text."""
+    """One item of :class:`OCRDataset`.
+
+    Attributes:
+        image: ``(3, H, w)`` at the image's own width (``w`` at most the model's width).
+        target: class indices of the label (empty for evaluation-only labels).
+        text, path: the label and the image file.
+        fill: the value that pads this image (its background level).
+        centres: where the generator drew each character's centre, in input pixels from
+            the left (from ``meta.jsonl``), or None.
+    """
 
     image: torch.Tensor
     target: list[int]
     text: str
     path: str
+    fill: float = 0.0
+    centres: list[float] | None = None
 
 
 @dataclass
@@ -166,11 +187,16 @@ class Batch:
     """A CTC batch.
 
     Attributes:
-        images: ``(B, 3, H, W)`` float.
+        images: ``(B, 3, H, W)`` float, each image right-padded with its background to the
+            widest of the batch (rounded up to a multiple of :data:`WIDTH_PER_STEP`).
         targets: ``(sum of target lengths,)`` long, the concatenated class indices (no blanks).
         target_lengths: ``(B,)`` long.
         texts: the B label strings.
         paths: the B image paths.
+        widths: ``(B,)`` long, each image's own width before padding.
+        frame_targets: ``(B, T)`` long, the generator's alignment as one class per frame
+            (the character whose centre falls in the frame, blank elsewhere, -100 on
+            padding), or None when some sample has no recorded alignment.
     """
 
     images: torch.Tensor
@@ -178,29 +204,46 @@ class Batch:
     target_lengths: torch.Tensor
     texts: list[str]
     paths: list[str]
+    widths: torch.Tensor | None = None
+    frame_targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.images.to(device), self.targets.to(device),
-                     self.target_lengths.to(device), self.texts, self.paths)
+    @property
+    def frames(self) -> torch.Tensor:
+        """``(B,)`` the CTC frames each image really has: ``ceil(width / 4)`` (padding excluded)."""
+        widths = self.widths if self.widths is not None else torch.full(
+            (len(self),), self.images.shape[-1], dtype=torch.long)
+        return (widths + WIDTH_PER_STEP - 1) // WIDTH_PER_STEP
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        move = {"non_blocking": non_blocking}
+        opt = [None if t is None else t.to(device, **move) for t in (self.widths, self.frame_targets)]
+        return Batch(self.images.to(device, **move), self.targets.to(device, **move),
+                     self.target_lengths.to(device, **move), self.texts, self.paths, *opt)
 
 
 class OCRDataset(Dataset):
     """Images and labels from a labelled folder.
 
+    Each image keeps its own width (up to ``width``); :func:`ctc_collate` pads a batch to its
+    widest image, and :meth:`widths` lets a sampler put lines of similar widths together.
+
     Args:
         folder: holds ``labels.txt`` (and ``images/``).
         charset: the model's charset.
-        height, width: the network's input size.
-        max_steps: the model's number of CTC frames T (default ``ctc_time_steps(width)``);
-            labels that need more are rejected. ``None`` in ``check_length=False`` mode.
+        height, width: the network's input height and its largest input width.
+        max_steps: the model's number of CTC frames T at ``width`` (default
+            ``ctc_time_steps(width)``); labels that need more are rejected. ``None`` in
+            ``check_length=False`` mode.
         skip_bad: skip (and count) bad labels and unreadable images instead of raising.
         check_length: reject labels too long for CTC (turn off for evaluation).
         targets: encode labels as CTC targets (training). With ``False`` (evaluation) a
             label may hold characters outside the charset: it is kept as text, with an
             empty target, and :attr:`unknown_labels` counts such labels.
+        normalize: how pixels become input (:func:`normalize_pixels`).
+        limit: keep only the first ``limit`` samples.
     """
 
     def __init__(
@@ -213,11 +256,14 @@ class OCRDataset(Dataset):
         skip_bad: bool = False,
         check_length: bool = True,
         targets: bool = True,
+        normalize: Normalize = "grey",
+        limit: int | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.charset = charset
         self.height, self.width = height, width
         self.skip_bad = skip_bad
+        self.normalize = normalize
         steps = (max_steps or ctc_time_steps(width)) if check_length and targets else None
         self.targets = targets
         self.items: list[LabelLine] = []
@@ -236,12 +282,45 @@ class OCRDataset(Dataset):
                 log.debug("skipping %s: %s", item.source, why)
             else:
                 raise DataError(f"{item.source}: {why}")
+            if limit is not None and len(self.items) >= limit:
+                break
         if skipped:
             log.warning("%s: skipped %d bad labels", self.folder, skipped)
         self.bad_images = 0
+        self._centres: dict[str, list[float]] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def widths(self) -> list[int]:
+        """Every sample's input width (pixels at the network's height, at most ``width``),
+        from ``meta.jsonl`` when the generator wrote one, else from the image headers."""
+        meta = read_meta(self.folder)
+        out = []
+        for item in self.items:
+            row = meta.get(item.path.relative_to(self.folder).as_posix()) if meta else None
+            if row is not None and "width" in row:
+                w, h = row["width"], row.get("height", IMAGE_HEIGHT)
+            else:
+                try:
+                    with Image.open(item.path) as im:
+                        w, h = im.size
+                except (OSError, UnidentifiedImageError, ValueError):
+                    w, h = self.width, self.height  # unreadable: reported when it is loaded
+            out.append(max(1, min(self.width, round(w * self.height / max(1, h)))))
+        return out
+
+    def centres(self, i: int) -> list[float] | None:
+        """Sample ``i``'s character centres in input pixels (from ``meta.jsonl``), or None."""
+        if self._centres is None:
+            self._centres = {}
+            for name, row in read_meta(self.folder).items():
+                if "centres" in row:
+                    scale = self.height / row.get("height", IMAGE_HEIGHT)
+                    self._centres[name] = [x * scale for x in row["centres"]]
+        item = self.items[i]
+        xs = self._centres.get(item.path.relative_to(self.folder).as_posix())
+        return xs if xs is not None and len(xs) == len(item.text) else None
 
     def __getitem__(self, i: int) -> Sample | None:
         item = self.items[i]
@@ -253,22 +332,69 @@ class OCRDataset(Dataset):
             self.bad_images += 1
             log.warning("skipping unreadable image: %s", err)
             return None
-        tensor = image_to_tensor(img, self.height, self.width)
+        tensor, fill = to_input(img, self.height, self.width, self.normalize)
         target = self.charset.encode(item.text) if self.targets else []
-        return Sample(tensor, target, item.text, str(item.path))
+        if target:  # room for the label: len + repeats frames, whatever the font's width
+            need = min(self.width, WIDTH_PER_STEP * ctc_min_length(item.text))
+            tensor = pad_to(tensor, need, fill)
+        centres = self.centres(i) if target else None
+        natural = img.width * self.height / img.height
+        if centres is not None and natural > self.width:  # squeezed to the largest width
+            centres = [x * self.width / natural for x in centres]
+        return Sample(tensor, target, item.text, str(item.path), fill, centres)
 
 
-def ctc_collate(samples: Sequence[Sample | None]) -> Batch:
-    """Stack samples into a :class:`Batch`; ``None`` (skipped) samples are dropped."""
+def ctc_collate(samples: Sequence[Sample | None], fixed_width: int | None = None) -> Batch:
+    """Stack samples into a :class:`Batch`, padding each image with its own background to the
+    widest (a multiple of :data:`WIDTH_PER_STEP`); ``None`` (skipped) samples are dropped.
+
+    With ``fixed_width``, every image is padded to that width and counts all of its frames,
+    padding included: the original project's fixed-size input (for comparisons).
+    """
     kept = [s for s in samples if s is not None]
     if not kept:
         raise DataError("every sample of this batch was unreadable")
+    widths = torch.tensor([s.image.shape[-1] for s in kept], dtype=torch.long)
+    width = -(-int(widths.max()) // WIDTH_PER_STEP) * WIDTH_PER_STEP
+    if fixed_width is not None:
+        width = max(width, fixed_width)
+        widths = torch.full_like(widths, width)
     targets = torch.tensor([t for s in kept for t in s.target], dtype=torch.long)
     lengths = torch.tensor([len(s.target) for s in kept], dtype=torch.long)
+    frames = None
+    if all(s.centres is not None for s in kept):
+        frames = alignment_targets([s.target for s in kept], [s.centres for s in kept],
+                                   ctc_time_steps(width), ((widths + 3) // 4).tolist())
     return Batch(
-        images=torch.stack([s.image for s in kept]),
+        images=torch.stack([pad_to(s.image, width, s.fill) for s in kept]),
         targets=targets,
         target_lengths=lengths,
         texts=[s.text for s in kept],
         paths=[s.path for s in kept],
+        widths=widths,
+        frame_targets=frames,
     )
+
+
+def alignment_targets(targets: Sequence[Sequence[int]], centres: Sequence[Sequence[float]],
+                      T: int, frames: Sequence[int]) -> torch.Tensor:
+    """One class per frame from the generator's character centres.
+
+    Frame ``t`` covers input columns ``4t .. 4t + 3``; a character goes to the frame its centre
+    falls in (or the next free one, when two centres share a frame), every other frame of the
+    line is the blank, and frames past the line's own ``frames`` are -100 (ignored).
+
+    Shape:
+        ``B`` targets and centres -> ``(B, T)`` long
+    """
+    out = torch.full((len(targets), T), -100, dtype=torch.long)
+    for b, (tgt, xs, n) in enumerate(zip(targets, centres, frames)):
+        n = min(n, T)
+        out[b, :n] = 0
+        last = -1
+        for c, x in zip(tgt, xs):
+            t = max(last + 1, min(n - 1, int(x // WIDTH_PER_STEP)))
+            if t >= n:
+                break
+            out[b, t], last = c, t
+    return out

@@ -4,50 +4,81 @@ Every sample ``i`` draws its text and its style from its own random stream, keye
 ``(seed, stream, i)``, so a dataset is byte-identical whatever the number of worker
 processes, and sets made with different seeds or streams never share a sample.
 
-Steps for one image (:func:`render`):
-
-1. draw the text in white on black at a random font size (a grey "ink" mask),
-2. rotate the mask by up to ``max_angle`` degrees,
-3. scale it to the target height, keeping the aspect ratio,
-4. blur it (Gaussian, random radius),
-5. colour it: background and ink colours with a guaranteed luminance contrast,
-6. add Gaussian pixel noise.
+:func:`sample_spec` makes every random choice of a sample (its text, font, size, margins,
+rotation, blur, noise, colours and the richer :class:`Effects`); :func:`ocrlib.render.render`
+draws it. Fonts come from the pinned pool (:mod:`ocrlib.fonts`): a ``test`` split draws from
+families never used for training.
 
 Output of :func:`generate`: ``DIR/images/000000.png ...``, ``DIR/meta.jsonl`` (one JSON
-object per sample: font, angle, blur, noise, colours), ``DIR/synth.json`` (how the set
-was made) and, written last and atomically, ``DIR/labels.txt`` with lines
+object per sample: font, family, size, rotation, blur, noise, colours and effects),
+``DIR/synth.json`` (how the set was made) and, written last and atomically, ``DIR/labels.txt`` with lines
 ``images/000000.png<TAB>label``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
-import shutil
+import string
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .charset import DEFAULT_CHARS, Charset
-from .fonts import FontFace, find_fonts
-from .io import atomic_write_text
+from .fonts import FontFace, family_of, find_fonts, font_pool
+from . import folder
+from .folder import read_manifest  # noqa: F401  (re-exported)
+from .render import BACKGROUNDS, LINES, render, render_with_centres
 
 log = logging.getLogger(__name__)
 
-LABELS_FILE = "labels.txt"
-META_FILE = "meta.jsonl"
-MANIFEST_FILE = "synth.json"
-IMAGES_DIR = "images"
+
+#: What meta.jsonl keeps of a spec (besides image, label, font file and width).
+META_KEYS = ("font", "family", "variation", "size", "angle", "blur", "noise", "bg", "fg", "margins",
+             "background", "spacing", "stretch", "shear", "perspective", "warp", "stroke", "lines",
+             "lowres", "jpeg")
 
 #: Random-stream keys: a split's samples come from its own stream, so splits never overlap.
 STREAMS = {"custom": 0, "train": 1, "val": 2, "test": 3}
+
+
+@dataclass(frozen=True)
+class Effects:
+    """How often each of the richer distortions is applied (probabilities, 0..1).
+
+    Attributes:
+        background: a gradient, mottled-paper, striped or blotched background (else flat).
+        spacing: letter spacing from -0.05 to +0.35 em (else the font's own).
+        stretch: the width stretched by 0.75..1.3.
+        shear: a slant of up to 0.25 (x shifted by a quarter of the height at the top).
+        perspective: one end of the line up to 20 % taller than the other.
+        warp: a wavy baseline.
+        stroke: one pixel bolder (the letters spaced to match) or thinner (eroded) strokes.
+        lines: an underline, ruled lines, a box or a strike-through.
+        lowres: drawn 16..24 pixels high, then scaled up (a low-resolution scan; blur is
+            then at most 0.5 px).
+        jpeg: JPEG compression at quality 30..80.
+    """
+
+    background: float = 0.5
+    spacing: float = 0.3
+    stretch: float = 0.3
+    shear: float = 0.2
+    perspective: float = 0.15
+    warp: float = 0.08
+    stroke: float = 0.2
+    lines: float = 0.1
+    lowres: float = 0.1
+    jpeg: float = 0.2
+
+    @classmethod
+    def none(cls) -> Effects:
+        """No distortion beyond rotation, blur and noise (and random margins)."""
+        return cls(**{f.name: 0.0 for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,9 @@ class SynthConfig:
         chars: the charset; random text uses these characters (a space, if present,
             separates words and never starts or ends a line).
         min_len, max_len: length range of random text.
+        text: ``"mixed"`` (a mix of kinds of strings: uniformly random characters, lowercase,
+            uppercase and capitalised runs, digit runs, letters then digits) or ``"random"``
+            (uniformly random characters only).
         height: image height in pixels.
         font_size: range of the rendering size in points, before scaling to ``height``.
         max_angle: rotation is uniform in ``[-max_angle, max_angle]`` degrees.
@@ -65,29 +99,44 @@ class SynthConfig:
         max_noise: pixel noise standard deviation is uniform in ``[0, max_noise]`` (0..255 scale).
         min_contrast: smallest luminance difference (0..1) between ink and background.
         text_file: optional text file; sample ``i`` uses its ``i``-th non-empty line (cycling).
-        fonts: optional font names (as in the pool, e.g. ``"DejaVu Sans Book"``); only those
-            faces are used. Default: the whole pool.
-        clean_fraction: this fraction of samples is drawn upright, sharp and noise-free
-            (fonts and colours still vary): easy examples that shorten CTC's initial
-            all-blank plateau when training from scratch.
+        fonts: optional face names (e.g. ``"DejaVu Sans Book"``); only those faces are used,
+            from the pinned pool or the machine's fonts.
+        font_pool: which fonts (:func:`ocrlib.fonts.font_pool`): ``"auto"`` (the held-out
+            families for the ``test`` split, the training families otherwise: a test set of
+            unseen fonts), ``"train"``, ``"held_out"``, ``"all"`` or ``"system"``.
+        decorative_weight: how often a display or handwriting family is drawn, relative to a
+            text family (serif, sans, condensed, monospace): 0.5 draws each half as often.
+        effects: how often each richer distortion is applied (:class:`Effects`).
+        clean_fraction: this fraction of samples is drawn upright, sharp, noise-free and without
+            effects (fonts, colours and margins still vary): easy examples beside the hard
+            ones teach the glyphs faster. Not applied to a ``test`` split, which always
+            measures the full distribution.
     """
 
     chars: str = DEFAULT_CHARS
     min_len: int = 3
     max_len: int = 10
+    text: str = "mixed"
     height: int = 32
     font_size: tuple[int, int] = (24, 36)
-    max_angle: float = 5.0
+    max_angle: float = 3.0
     max_blur: float = 0.8
-    max_noise: float = 12.0
-    min_contrast: float = 0.45
+    max_noise: float = 10.0
+    min_contrast: float = 0.35
     text_file: str | None = None
     fonts: tuple[str, ...] | None = None
+    font_pool: str = "auto"
+    decorative_weight: float = 1.0
+    effects: Effects = field(default_factory=Effects)
     clean_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_len <= self.max_len:
             raise ValueError(f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
+        if self.text not in ("mixed", "random"):
+            raise ValueError(f"text must be mixed or random, got {self.text!r}")
+        if isinstance(self.effects, dict):  # read back from a manifest
+            object.__setattr__(self, "effects", Effects(**self.effects))
         Charset(self.chars)  # validates the characters
 
 
@@ -127,17 +176,58 @@ def read_text_lines(path: str | os.PathLike[str], charset: Charset) -> list[str]
     return lines
 
 
+TEXT_KINDS = (  # (name, weight, alphabet; None: the whole charset)
+    ("random", 0.40, None),
+    ("lower", 0.15, string.ascii_lowercase),
+    ("upper", 0.10, string.ascii_uppercase),
+    ("capitalised", 0.10, "Aa"),
+    ("digits", 0.10, string.digits),
+    ("letters+digits", 0.15, "a1"),
+)
+
+
 def random_text(rng: np.random.Generator, cfg: SynthConfig) -> str:
-    """A random string of ``min_len..max_len`` characters from ``cfg.chars``."""
+    """A random string of ``min_len..max_len`` characters from ``cfg.chars``.
+
+    With ``cfg.text == "mixed"`` the string is of one of :data:`TEXT_KINDS`, as far as the
+    charset allows (a digits-only charset always gives uniformly random digits).
+    """
     visible = [c for c in cfg.chars if c != " "]
     n = int(rng.integers(cfg.min_len, cfg.max_len + 1))
     chars = [visible[j] for j in rng.integers(0, len(visible), size=n)]
+    if cfg.text == "mixed":
+        weights = np.array([w for _, w, _ in TEXT_KINDS])
+        kind, _, alphabet = TEXT_KINDS[int(rng.choice(len(TEXT_KINDS), p=weights / weights.sum()))]
+        chars = _kind_text(rng, kind, alphabet, visible, n) or chars
     if " " in cfg.chars and n >= 3:
         # a space between words with probability 0.15 per gap; never at an end or doubled
         for k in range(1, n - 1):
             if rng.random() < 0.15 and chars[k - 1] != " ":
                 chars[k] = " "
     return "".join(chars)
+
+
+def _kind_text(rng: np.random.Generator, kind: str, alphabet: str | None, visible: list[str],
+               n: int) -> list[str] | None:
+    """``n`` characters of one kind, or None when the charset lacks what the kind needs."""
+    def pick(pool: str, k: int) -> list[str]:
+        have = [c for c in pool if c in visible]
+        return [have[j] for j in rng.integers(0, len(have), size=k)] if have and k > 0 else []
+
+    lower, upper, digits = string.ascii_lowercase, string.ascii_uppercase, string.digits
+    if kind == "capitalised":
+        out = pick(upper, 1) + pick(lower, n - 1)
+    elif kind == "letters+digits":
+        k = int(rng.integers(1, n)) if n > 1 else 1
+        letters = pick(upper if rng.random() < 0.5 else lower, k)
+        out = letters + pick(digits, n - k)
+        if rng.random() < 0.3:
+            out = out[k:] + out[:k]  # digits first
+    elif alphabet is None:
+        return None
+    else:
+        out = pick(alphabet, n)
+    return out if len(out) == n else None
 
 
 # ---------------------------------------------------------------------------- style
@@ -162,74 +252,100 @@ def sample_colours(rng: np.random.Generator, min_contrast: float) -> tuple[list[
     return bg, fg
 
 
+def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return round(float(rng.uniform(lo, hi)), 3)
+
+
+def sample_effects(rng: np.random.Generator, fx: Effects) -> dict[str, Any]:
+    """The richer distortions of one sample (see :mod:`ocrlib.render`); every draw is made
+    whether or not the effect is applied, so changing one probability leaves the others' draws."""
+    u = rng.random(10)
+    spec: dict[str, Any] = {
+        "background": str(rng.choice(BACKGROUNDS[1:])) if u[0] < fx.background else "flat",
+        "texture": _uniform(rng, 0.2, 1.0),
+        "paper_seed": int(rng.integers(2**31)),
+        "spacing": _uniform(rng, -0.05, 0.35) if u[1] < fx.spacing else 0.0,
+        "stretch": _uniform(rng, 0.75, 1.3) if u[2] < fx.stretch else 1.0,
+        "shear": _uniform(rng, -0.25, 0.25) if u[3] < fx.shear else 0.0,
+        "perspective": _uniform(rng, -0.2, 0.2) if u[4] < fx.perspective else 0.0,
+        "stroke": int(rng.choice([-1, 1])) if u[6] < fx.stroke else 0,
+        "lines": str(rng.choice(LINES[1:])) if u[7] < fx.lines else "none",
+        "line_width": _uniform(rng, 0.03, 0.1),
+        "lowres": int(rng.integers(16, 25)) if u[8] < fx.lowres else 0,
+        "jpeg": int(rng.integers(30, 81)) if u[9] < fx.jpeg else 0,
+    }
+    warp = (_uniform(rng, 0.03, 0.12), _uniform(rng, 0.3, 1.5), _uniform(rng, 0, 6.283))
+    spec["warp"] = list(warp) if u[5] < fx.warp else None
+    return spec
+
+
+_FAMILIES_MEMO: dict[tuple[int, float], tuple[Sequence[FontFace], list[list[FontFace]], np.ndarray]] = {}
+DECORATIVE = ("display", "handwriting")
+
+
+def _families(fonts: Sequence[FontFace], decorative_weight: float
+              ) -> tuple[list[list[FontFace]], np.ndarray]:
+    """``family_of(fonts)`` as a list and the cumulative drawing weights of the families,
+    computed once per font list (every sample asks)."""
+    key = (id(fonts), decorative_weight)
+    hit = _FAMILIES_MEMO.get(key)
+    if hit is None or hit[0] is not fonts:
+        groups = list(family_of(fonts).values())
+        w = np.array([decorative_weight if g[0].category in DECORATIVE else 1.0 for g in groups])
+        hit = (fonts, groups, np.cumsum(w) / w.sum())
+        _FAMILIES_MEMO.clear()
+        _FAMILIES_MEMO[key] = hit
+    return hit[1], hit[2]
+
+
 def sample_spec(
     i: int, seed: int, cfg: SynthConfig, fonts: Sequence[FontFace], lines: Sequence[str] | None,
     stream: int = 0,
 ) -> dict[str, Any]:
-    """Everything random about sample ``i``: the text and every style parameter."""
+    """Everything random about sample ``i``: the text and every style parameter.
+
+    The font is drawn family first (display and handwriting families weighted
+    ``cfg.decorative_weight``), then a face of that family, so that a family with 36 weights
+    and widths is not drawn 36 times as often as a family with one.
+    """
     text_rng = np.random.default_rng([seed, stream, i, 0])
     style_rng = np.random.default_rng([seed, stream, i, 1])
     text = lines[i % len(lines)] if lines else random_text(text_rng, cfg)
-    font = fonts[int(style_rng.integers(len(fonts)))]
+    families, cumulative = _families(fonts, cfg.decorative_weight)
+    pick = min(len(families) - 1, int(np.searchsorted(cumulative, style_rng.random(), side="right")))
+    faces = families[pick]
+    font = faces[int(style_rng.integers(len(faces)))]
     bg, fg = sample_colours(style_rng, cfg.min_contrast)
     spec = {
         "text": text,
         "font": font.name,
+        "family": font.family or font.name,
         "font_path": font.path,
+        "variation": font.variation,
         "size": int(style_rng.integers(cfg.font_size[0], cfg.font_size[1] + 1)),
-        "angle": round(float(style_rng.uniform(-cfg.max_angle, cfg.max_angle)), 3),
-        "blur": round(float(style_rng.uniform(0, cfg.max_blur)), 3),
-        "noise": round(float(style_rng.uniform(0, cfg.max_noise)), 3),
+        "angle": _uniform(style_rng, -cfg.max_angle, cfg.max_angle),
+        "blur": _uniform(style_rng, 0, cfg.max_blur),
+        "noise": _uniform(style_rng, 0, cfg.max_noise),
         "bg": bg,
         "fg": fg,
         "noise_seed": int(style_rng.integers(2**31)),
+        # left, top, right, bottom margins in em: from tight to loose
+        "margins": [_uniform(style_rng, 0.0, 0.6), _uniform(style_rng, -0.05, 0.3),
+                    _uniform(style_rng, 0.0, 0.6), _uniform(style_rng, -0.05, 0.3)],
+        "line_colour": [int(v) for v in style_rng.integers(0, 256, size=3)],
     }
-    if cfg.clean_fraction and style_rng.random() < cfg.clean_fraction:
-        spec.update(angle=0.0, blur=0.0, noise=0.0)
+    spec.update(sample_effects(style_rng, cfg.effects))
+    if spec["lowres"]:
+        spec["blur"] = min(spec["blur"], 0.5)
+    clean = style_rng.random() < cfg.clean_fraction
+    if clean and stream != STREAMS["test"]:
+        spec.update(angle=0.0, blur=0.0, noise=0.0, **sample_effects(style_rng, Effects.none()))
+    if abs(_luminance(spec["line_colour"]) - _luminance(bg)) < cfg.min_contrast:
+        spec["line_colour"] = fg
     return spec
 
 
-@lru_cache(maxsize=256)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(path, size)
-
-
-def render(spec: dict[str, Any], height: int = 32) -> Image.Image:
-    """Draw one sample from its :func:`sample_spec`. Returns an RGB image of the given height."""
-    font = _font(spec["font_path"], spec["size"])
-    text = spec["text"]
-    x0, _, x1, _ = font.getbbox(text)
-    ascent, descent = font.getmetrics()
-    pad = max(2, spec["size"] // 5)
-    # 1. the ink mask
-    mask = Image.new("L", (x1 - x0 + 2 * pad, ascent + descent + 2 * pad), 0)
-    ImageDraw.Draw(mask).text((pad - x0, pad), text, font=font, fill=255)
-    # 2. rotation (the canvas grows so that no ink is cut off)
-    if spec["angle"]:
-        mask = mask.rotate(spec["angle"], resample=Image.Resampling.BILINEAR, expand=True)
-    # 3. scale to the target height
-    width = max(1, round(mask.width * height / mask.height))
-    mask = mask.resize((width, height), Image.Resampling.BILINEAR)
-    # 4. blur
-    if spec["blur"] > 0:
-        mask = mask.filter(ImageFilter.GaussianBlur(spec["blur"]))
-    # 5. colour: background + ink * mask
-    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
-    bg = np.asarray(spec["bg"], dtype=np.float32)
-    fg = np.asarray(spec["fg"], dtype=np.float32)
-    img = bg + (fg - bg) * alpha
-    # 6. noise
-    if spec["noise"] > 0:
-        noise_rng = np.random.default_rng(spec["noise_seed"])
-        img = img + noise_rng.normal(0.0, spec["noise"], size=img.shape).astype(np.float32)
-    return Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
-
-
 # ---------------------------------------------------------------------------- writing
-
-
-def _image_name(i: int) -> str:
-    return f"{IMAGES_DIR}/{i:06d}.png"
 
 
 # Worker state, set once per process by _init_worker (spawned processes start empty).
@@ -244,35 +360,21 @@ def _make_range(bounds: tuple[int, int]) -> list[dict[str, Any]]:
     metas = []
     for i in range(*bounds):
         spec = sample_spec(i, _W["seed"], _W["cfg"], _W["fonts"], _W["lines"], _W["stream"])
-        img = render(spec, _W["cfg"].height)
-        name = _image_name(i)
+        img, centres = render_with_centres(spec, _W["cfg"].height)
+        name = folder.image_name(i)
         img.save(_W["out"] / name, format="PNG", compress_level=1)
         metas.append(
             {
                 "image": name,
                 "label": spec["text"],
-                "font": spec["font"],
                 "font_file": Path(spec["font_path"]).name,
-                **{k: spec[k] for k in ("size", "angle", "blur", "noise", "bg", "fg")},
+                **{k: v for k, v in spec.items() if k in META_KEYS},
                 "width": img.width,
+                "height": img.height,
+                "centres": centres,
             }
         )
     return metas
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} is not empty; choose another folder or pass --overwrite to replace it"
-            )
-        # labels first: an interrupted overwrite must never leave labels for missing images
-        for name in (LABELS_FILE, META_FILE, MANIFEST_FILE):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
-    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
 
 
 def select_fonts(pool: Sequence[FontFace], names: Sequence[str] | None) -> list[FontFace]:
@@ -288,6 +390,22 @@ def select_fonts(pool: Sequence[FontFace], names: Sequence[str] | None) -> list[
     if missing:
         raise ValueError(f"fonts not in the pool (or lacking glyphs for the charset): {missing}")
     return [by_name[n] for n in names]
+
+
+def fonts_for(cfg: SynthConfig, split: str = "custom") -> list[FontFace]:
+    """The faces a set of ``split`` draws from: ``cfg.fonts`` by name (from the pinned pool, or
+    else the machine's fonts), or the pool ``cfg.font_pool`` names (``"auto"``: held-out
+    families for the test split, training families otherwise)."""
+    if cfg.fonts is not None:  # named faces: wherever they are, even with the pool incomplete
+        pool = font_pool(cfg.chars, "all", strict=False)
+        names = {f.name for f in pool}
+        if not all(n in names for n in cfg.fonts):
+            pool = pool + [f for f in find_fonts(cfg.chars) if f.name not in names]
+        return select_fonts(pool, cfg.fonts)
+    which = cfg.font_pool
+    if which == "auto":
+        which = "held_out" if split == "test" else "train"
+    return font_pool(cfg.chars, which)  # type: ignore[arg-type]
 
 
 def _pool_context() -> mp.context.BaseContext:
@@ -331,9 +449,9 @@ def generate(
         raise ValueError(f"split must be one of {sorted(STREAMS)}, got {split!r}")
     charset = Charset(cfg.chars)
     lines = read_text_lines(cfg.text_file, charset) if cfg.text_file else None
-    fonts = select_fonts(find_fonts(cfg.chars), cfg.fonts)
+    fonts = fonts_for(cfg, split)
     out = Path(out)
-    _prepare_out(out, overwrite)
+    folder.prepare(out, overwrite)
 
     workers = max(1, min(workers or os.cpu_count() or 1, -(-n // chunk)))
     ranges = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
@@ -354,20 +472,9 @@ def generate(
 
     manifest = {"n": n, "seed": seed, "split": split, "stream": STREAMS[split],
                 "config": asdict(cfg), "fonts": [f.name for f in fonts]}
-    atomic_write_text(out / META_FILE, "".join(json.dumps(m) + "\n" for m in metas))
-    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
-    atomic_write_text(out / LABELS_FILE, "".join(f"{m['image']}\t{m['label']}\n" for m in metas))
+    folder.finish(out, [(m["image"], m["label"]) for m in metas], metas, manifest)
     log.info("wrote %d samples to %s", n, out)
     return SynthResult(out=out, n=n, fonts=list(fonts))
-
-
-def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``folder/synth.json`` (how the set was made: n, seed, split, stream, config, fonts),
-    or None for a folder this generator did not make."""
-    path = Path(folder) / MANIFEST_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def generate_splits(

@@ -39,8 +39,13 @@ def test_any_mode_loads_as_rgb_and_becomes_a_normalised_tensor(tmp_path, mode):
     assert out.mode == "RGB" and out.size == (120, 40)
     t = image_to_tensor(out)
     assert t.shape == (3, 32, 320) and t.dtype == torch.float32
-    # 120x40 -> 96x32 then padded with zeros (the mean after normalisation)
-    assert torch.all(t[:, :, 96:] == 0) and t[:, :, :96].abs().sum() > 0
+    # 120x40 -> 96x32, standardised, then padded with the background level (the median)
+    fill = float(t[0, :, :96].median())
+    assert torch.allclose(t[:, :, 96:], torch.tensor(fill)) and t[:, :, :96].std() > 0.5
+    own = image_to_tensor(out, pad=False)
+    assert own.shape == (3, 32, 96) and torch.equal(own, t[:, :, :96])
+    imagenet = image_to_tensor(out, normalize="imagenet")
+    assert torch.all(imagenet[:, :, 96:] == 0)  # the original's padding: the mean colour
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
@@ -57,20 +62,35 @@ def test_transparent_pixels_become_white(tmp_path):
 
 
 def test_wide_images_are_shrunk_to_the_input_width():
-    t = image_to_tensor(Image.new("RGB", (2000, 50), (255, 255, 255)))
-    assert t.shape == (3, 32, 320)
-    assert not torch.any(t[0] == 0)  # no padding: the image fills the width
+    t = image_to_tensor(Image.new("RGB", (2000, 50), (255, 255, 255)), pad=False)
+    assert t.shape == (3, 32, 320)  # no padding: the image fills the width
 
 
 def test_dataset_and_collate(tmp_path):
     folder = _write_set(tmp_path, [("a.png", "abc"), ("b.png", "HR99"), ("c.png", "x y")])
     ds = OCRDataset(folder, Charset(CS.chars + " "))
-    assert len(ds) == 3
+    assert len(ds) == 3 and ds.widths() == [100, 100, 100]
     batch = ctc_collate([ds[i] for i in range(3)])
-    assert batch.images.shape == (3, 3, 32, 320)
+    assert batch.images.shape == (3, 3, 32, 100)  # the widest image, no fixed 320
+    assert batch.frames.tolist() == [25, 25, 25] and batch.frame_targets is None
     assert batch.target_lengths.tolist() == [3, 4, 3]
     assert batch.targets.shape == (10,) and int(batch.targets.min()) >= 1
     assert batch.texts == ["abc", "HR99", "x y"]
+
+
+def test_a_batch_pads_to_its_widest_line_and_counts_each_lines_frames(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name, w in (("a.png", 50), ("b.png", 130), ("c.png", 900)):
+        Image.new("RGB", (w, 32), (255, 255, 255)).save(tmp_path / "images" / name)
+    (tmp_path / "labels.txt").write_text("images/a.png\taa\nimages/b.png\tb\nimages/c.png\tc\n")
+    ds = OCRDataset(tmp_path, CS)
+    assert ds.widths() == [50, 130, 320]  # at most the model's width
+    batch = ctc_collate([ds[0], ds[1]])
+    assert batch.images.shape[-1] == 132 and batch.widths.tolist() == [50, 130]
+    assert batch.frames.tolist() == [13, 33]
+    small = ctc_collate([ds[0]])
+    assert torch.equal(small.images[0], batch.images[0, :, :, :52])  # padding is background
+    assert len(OCRDataset(tmp_path, CS, limit=2)) == 2
 
 
 def test_original_space_separated_format_is_read(tmp_path):

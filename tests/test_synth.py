@@ -6,7 +6,7 @@ import pytest
 from ocrlib import synth
 from ocrlib.charset import DEFAULT_CHARS, Charset
 from ocrlib.data import read_labels
-from ocrlib.fonts import NoUsableFontError, find_fonts
+from ocrlib.fonts import HELD_OUT
 from ocrlib.synth import SynthConfig, generate, generate_splits, sample_colours
 
 
@@ -37,9 +37,11 @@ def test_output_layout_labels_and_metadata(tmp_path):
     meta = [json.loads(line) for line in (res.out / "meta.jsonl").read_text().splitlines()]
     assert [m["label"] for m in meta] == [it.text for it in items]
     for m in meta:
-        assert {"font", "angle", "blur", "noise", "bg", "fg"} <= set(m)
-        assert abs(m["angle"]) <= 5 and 0 <= m["blur"] <= 0.8 and m["noise"] >= 0
-        assert m["font"] in {f.name for f in res.fonts}
+        assert {"font", "family", "angle", "blur", "noise", "bg", "fg", "background", "stretch",
+                "shear", "jpeg", "lines", "width", "height", "centres"} <= set(m)
+        assert abs(m["angle"]) <= 3 and 0 <= m["blur"] <= 1.0 and m["noise"] >= 0
+        assert m["font"] in {f.name for f in res.fonts} and m["height"] == 32
+        assert len(m["centres"]) == len(m["label"])
     manifest = json.loads((res.out / "synth.json").read_text())
     assert manifest["seed"] == 1 and manifest["n"] == 12
 
@@ -75,7 +77,7 @@ def test_overwrite_replaces_the_set(tmp_path):
 def test_interrupted_run_leaves_no_labels_pointing_at_missing_images(tmp_path, monkeypatch):
     out = tmp_path / "d"
     generate(out, 5, seed=0, workers=1, progress=False)
-    real_render = synth.render
+    real_render = synth.render_with_centres
     calls = {"n": 0}
 
     def dying_render(spec, height=32):
@@ -84,7 +86,7 @@ def test_interrupted_run_leaves_no_labels_pointing_at_missing_images(tmp_path, m
             raise KeyboardInterrupt
         return real_render(spec, height)
 
-    monkeypatch.setattr(synth, "render", dying_render)
+    monkeypatch.setattr(synth, "render_with_centres", dying_render)
     with pytest.raises(KeyboardInterrupt):
         generate(out, 10, seed=1, workers=1, progress=False, overwrite=True)
     assert not (out / "labels.txt").exists()  # old labels gone first, new ones never written
@@ -130,14 +132,22 @@ def test_colours_always_have_contrast():
         assert abs(synth._luminance(bg) - synth._luminance(fg)) >= 0.45
 
 
-def test_font_pool_has_ten_faces_and_rejects_symbol_fonts():
-    fonts = find_fonts(DEFAULT_CHARS)
-    assert len(fonts) >= 10
-    names = [f.name for f in fonts]
-    assert names == sorted(names)
-    assert not any(n.startswith(("cmex10", "cmsy10", "LastResort")) for n in names)
+def test_a_test_split_draws_from_fonts_never_used_for_training(tmp_path):
+    res = generate_splits(tmp_path, {"train": 30, "test": 30}, seed=0, workers=1, progress=False)
+    train_fams = {json.loads(x)["family"] for x in (tmp_path / "train" / "meta.jsonl").open()}
+    test_fams = {json.loads(x)["family"] for x in (tmp_path / "test" / "meta.jsonl").open()}
+    assert not train_fams & test_fams and test_fams <= HELD_OUT
+    assert {f.family for f in res["test"].fonts} == set(HELD_OUT)
+    explicit = generate(tmp_path / "one", 4, split="test", workers=1, progress=False,
+                        cfg=SynthConfig(fonts=("DejaVu Sans Book",)))
+    assert [f.name for f in explicit.fonts] == ["DejaVu Sans Book"]
 
 
-def test_no_usable_font_is_a_clear_error():
-    with pytest.raises(NoUsableFontError, match="no font has glyphs"):
-        find_fonts("ab\U00013000")  # an Egyptian hieroglyph: in no font here
+def test_mixed_text_has_every_kind_and_respects_the_charset():
+    cfg = SynthConfig(min_len=4, max_len=8)
+    texts = [synth.random_text(np.random.default_rng(i), cfg) for i in range(400)]
+    assert any(t.islower() and t.isalpha() for t in texts) and any(t.isupper() for t in texts)
+    assert any(t.isdigit() for t in texts) and any(t[0].isupper() and t[1:].islower() for t in texts)
+    assert all(4 <= len(t) <= 8 for t in texts)
+    digits = SynthConfig(chars="0123456789", min_len=4, max_len=8)
+    assert all(synth.random_text(np.random.default_rng(i), digits).isdigit() for i in range(100))
