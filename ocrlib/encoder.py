@@ -4,18 +4,10 @@ Every encoder maps the backbone's feature sequence ``(B, T, input_dim)`` to
 ``(B, T, out_dim)`` through an input projection (+ dropout) and its own layers.
 
 The Mamba encoder keeps transformers' ``MambaBlock`` modules (so ``MambaConfig`` and the
-pretrained ``state-spaces/mamba-130m-hf`` weights load unchanged) but runs each mixer
-through :func:`mixer_forward`, which picks the scan by device:
-
-* CUDA tensors with ``mamba-ssm`` and ``causal-conv1d`` importable: their fused kernels
-  (``selective_scan_fn``, ``causal_conv1d_fn``);
-* everything else: :func:`ocrlib.scan.selective_scan`, the fast CPU scan.
-
-Unlike transformers' own fast path (``mamba_inner_fn``, which reads ``x_proj``,
-``dt_proj`` and ``out_proj`` weights straight into one fused kernel, and unlike its CPU
-path, which reads ``dt_proj.weight``), :func:`mixer_forward` calls every projection as a
-module, so LoRA on ``in_proj``, ``x_proj``, ``dt_proj`` and ``out_proj`` trains the same
-on both paths.
+pretrained ``state-spaces/mamba-130m-hf`` weights load unchanged) and runs each block's mixer
+through :func:`ocrlib.mixer.mixer_steps`, time-major. Which scan runs where: the fused
+mamba-ssm kernels on CUDA when installed, ocrlib's parallel scan on CUDA without them, the fast
+CPU scan on the CPU (the table in :mod:`ocrlib.mixer`).
 """
 
 from __future__ import annotations
@@ -31,12 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .scan import selective_scan, selective_scan_ref, selective_scan_time_major
+from .mixer import ScanPath, cuda_kernels, mixer_steps, resolve_scan  # noqa: F401  (re-exported)
+from .sizes import count_params  # noqa: F401  (re-exported: notebooks 03 and 04 import it here)
 
 log = logging.getLogger(__name__)
 
 EncoderKind = Literal["mamba", "bilstm", "transformer"]
-ScanPath = Literal["auto", "fast", "reference", "transformers", "kernel"]
 PRETRAINED_MAMBA = "state-spaces/mamba-130m-hf"
 LORA_TARGETS = ("in_proj", "x_proj", "dt_proj", "out_proj")
 
@@ -54,9 +46,10 @@ class EncoderConfig:
         d_state, expand, d_conv: Mamba's state size N, inner expansion and conv kernel.
         bidirectional: Mamba only: every layer adds a pass over the time-reversed sequence
             (separate weights), so each step sees the whole line.
-        scan: Mamba's scan: ``"auto"`` (kernels on CUDA when installed, else ``"fast"``),
-            ``"fast"`` (:func:`ocrlib.scan.selective_scan`), ``"reference"`` (the plain
-            Python loop), ``"transformers"`` (transformers' own mixer forward), ``"kernel"``.
+        scan: Mamba's path (:mod:`ocrlib.mixer`): ``"auto"`` (mamba-ssm's kernels on CUDA when
+            installed, ``"parallel"`` on CUDA without them, ``"fast"`` on the CPU), ``"fast"``,
+            ``"parallel"``, ``"reference"`` (the plain loop), ``"transformers"``
+            (transformers' own mixer forward) or ``"kernel"``.
         pretrained: Mamba only: a hub id (``state-spaces/mamba-130m-hf``) or a local folder
             saved with ``save_pretrained``; its width replaces ``d_model`` and only its first
             ``n_layers`` layers are loaded (never its token embedding).
@@ -84,122 +77,6 @@ class EncoderConfig:
     lora_targets: tuple[str, ...] = field(default_factory=lambda: LORA_TARGETS)
     lstm_hidden: int | None = None
     n_heads: int = 4
-
-
-# ---------------------------------------------------------------------------- kernels
-
-
-@lru_cache(maxsize=1)
-def cuda_kernels() -> tuple[Any, Any] | None:
-    """``(selective_scan_fn, causal_conv1d_fn)`` when mamba-ssm and causal-conv1d import, else None.
-
-    Imported lazily: both are CUDA-only compiled packages.
-    """
-    try:
-        from causal_conv1d import causal_conv1d_fn
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception as err:  # ImportError, or an ABI mismatch raising OSError/RuntimeError
-        log.debug("mamba-ssm kernels unavailable: %s", err)
-        return None
-    return selective_scan_fn, causal_conv1d_fn
-
-
-def resolve_scan(scan: ScanPath, device: torch.device) -> ScanPath:
-    """The concrete path for ``scan`` on ``device`` (``"auto"`` resolved)."""
-    if scan == "auto":
-        return "kernel" if device.type == "cuda" and cuda_kernels() is not None else "fast"
-    if scan == "kernel" and (device.type != "cuda" or cuda_kernels() is None):
-        raise RuntimeError("scan='kernel' needs CUDA tensors and the mamba-ssm/causal-conv1d packages")
-    return scan
-
-
-def mixer_forward(mixer: nn.Module, x: torch.Tensor, path: ScanPath) -> torch.Tensor:
-    """One Mamba mixer (transformers' ``MambaMixer`` weights) on ``x``.
-
-    Shape:
-        ``(B, L, d_model) -> (B, L, d_model)``
-    """
-    if path == "transformers":
-        return mixer(x)
-    L = x.shape[1]
-    # 1. gated projection                                       (B, L, 2 D) -> 2 x (B, D, L)
-    u, z = mixer.in_proj(x).transpose(1, 2).chunk(2, dim=1)
-    # 2. causal depthwise convolution along time + SiLU         (B, D, L)
-    kernels = cuda_kernels() if path == "kernel" else None
-    if kernels is not None:
-        conv_w = mixer.conv1d.weight.squeeze(1)
-        u = kernels[1](u.contiguous(), conv_w, mixer.conv1d.bias, activation="silu")
-    else:
-        u = F.silu(mixer.conv1d(u)[..., :L])
-    # 3a. selection: Δ, B and C depend on the input            (B, L, R + 2 N)
-    dt, Bm, Cm = torch.split(
-        mixer.x_proj(u.transpose(1, 2)),
-        [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], dim=-1,
-    )
-    dt = mixer.dt_proj(dt).transpose(1, 2)  # (B, D, L), bias included
-    A = -torch.exp(mixer.A_log.float())  # (D, N)
-    # 3b-3c. discretisation and recurrence, D skip and z gate   (B, D, L)
-    args = (u, dt, A, Bm.transpose(1, 2), Cm.transpose(1, 2))
-    if kernels is not None:
-        y = kernels[0](*(a.contiguous() for a in args), mixer.D.float(), z.contiguous(),
-                       delta_softplus=True)
-    else:
-        scan = selective_scan_ref if path == "reference" else selective_scan
-        y = scan(*args, D=mixer.D.float(), z=z, delta_softplus=True)
-    # 4. output projection                                      (B, L, d_model)
-    return mixer.out_proj(y.transpose(1, 2).to(x.dtype))
-
-
-def causal_conv_time_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Depthwise causal convolution along time, as shifted multiply-adds.
-
-    ``y_t = bias + Σ_k w[K-1-k] x_{t-k}`` (x before the start is 0): the same as
-    ``nn.Conv1d(groups=D, padding=K-1)`` cut to the first L outputs, whose CPU backward
-    for this shape was measured 4x slower than the whole forward of this version.
-
-    Shape:
-        x: ``(L, B, D)``; weight: ``(D, 1, K)``; bias: ``(D,)`` -> ``(L, B, D)``
-    """
-    w = weight.squeeze(1).t()  # (K, D)
-    K = w.shape[0]
-    y = torch.addcmul(bias, x, w[K - 1]) if bias is not None else x * w[K - 1]
-    for k in range(1, min(K, x.shape[0])):
-        y[k:].addcmul_(x[:-k], w[K - 1 - k])  # in place: y is not saved by the ops above
-    return y
-
-
-def selection_time_major(mixer: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Steps 1-3a of a mixer, time-major: everything the scan consumes.
-
-    Returns a dict of ``u`` (after conv and SiLU), ``z`` (the gate), ``dt`` (Δ before softplus),
-    ``B`` and ``C``, plus ``A`` ``(D, N)``.
-
-    Shape:
-        x: ``(L, B, d_model)`` -> u, z, dt: ``(L, B, D)``; B, C: ``(L, B, N)``
-    """
-    # 1. gated projection                                       (L, B, 2 D) -> 2 x (L, B, D)
-    u, z = mixer.in_proj(x).chunk(2, dim=-1)
-    # 2. causal depthwise convolution along time + SiLU         (L, B, D)
-    u = F.silu(causal_conv_time_major(u, mixer.conv1d.weight, mixer.conv1d.bias))
-    # 3a. selection: Δ, B and C depend on the input            (L, B, R + 2 N)
-    dt, Bm, Cm = torch.split(
-        mixer.x_proj(u), [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], dim=-1)
-    A = -torch.exp(mixer.A_log.float())  # (D, N)
-    return {"u": u, "z": z, "dt": mixer.dt_proj(dt), "B": Bm, "C": Cm, "A": A}
-
-
-def mixer_forward_time_major(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """:func:`mixer_forward` on the fast CPU path, time-major throughout (no layout copies).
-
-    Shape:
-        ``(L, B, d_model) -> (L, B, d_model)``
-    """
-    s = selection_time_major(mixer, x)
-    # 3b-3c. discretisation and recurrence, D skip and z gate   (L, B, D)
-    y = selective_scan_time_major(s["u"], s["dt"], s["A"], s["B"], s["C"], D=mixer.D.float(),
-                                  z=s["z"], delta_softplus=True)
-    # 4. output projection                                      (L, B, d_model)
-    return mixer.out_proj(y.to(x.dtype))
 
 
 # ---------------------------------------------------------------------------- pretrained
@@ -319,49 +196,55 @@ class MambaEncoder(nn.Module):
                              or name.startswith("norm_f."))
 
     @torch.no_grad()
-    def selection(self, x: torch.Tensor, layer: int = 0) -> dict[str, torch.Tensor]:
+    def selection(self, x: torch.Tensor, layer: int = 0, direction: str = "forward"
+                  ) -> dict[str, torch.Tensor]:
         """Δ (after softplus), the decay ``exp(Δ A)`` averaged over N, B and C of one layer.
 
-        For plots: what the selective parameters do along a sequence.
+        For plots: what the selective parameters do along a sequence. Computed by the
+        forward pass itself, so a bidirectional encoder's layers see what they see in it.
+
+        Args:
+            direction: ``"forward"``, or ``"backward"`` (bidirectional encoders: the pass over
+                the reversed line, returned in the line's own order).
 
         Shape:
             x: ``(B, T, input_dim)`` -> delta, decay: ``(B, T, D)``; B, C: ``(B, T, N)``
         """
-        h = self.in_proj(x).transpose(0, 1)
-        for block in self.layers[:layer]:
-            h = h + mixer_forward_time_major(block.mixer, block.norm(h))
-        s = selection_time_major(self.layers[layer].mixer, self.layers[layer].norm(h))
+        if direction == "backward" and self.layers_bwd is None:
+            raise ValueError("a unidirectional encoder has no backward pass")
+        captured: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+        self.forward(x, capture=captured)
+        s = captured[(layer, direction)]
         delta = F.softplus(s["dt"].float())
         decay = torch.exp(delta[..., None] * s["A"]).mean(-1)
-        return {k: v.transpose(0, 1) for k, v in
+        flip = (lambda t: t.flip(0)) if direction == "backward" else (lambda t: t)  # noqa: E731
+        return {k: flip(v).transpose(0, 1) for k, v in
                 {"delta": delta, "decay": decay, "B": s["B"], "C": s["C"]}.items()}
 
     def scan_path(self, device: torch.device) -> ScanPath:
-        """The scan that runs for tensors on ``device``."""
+        """The path that runs for tensors on ``device``."""
         return resolve_scan(self.cfg.scan, device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                capture: dict[tuple[int, str], dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+        """``(B, T, input_dim) -> (B, T, d_model)``; with ``capture``, each mixer's inputs to the
+        scan are stored under ``(layer, "forward" | "backward")`` (:meth:`selection`)."""
         path = self.scan_path(x.device)
         _log_path_once(path)
-        h = self.dropout(self.in_proj(x))
-        # the fast path runs time-major, (T, B, C): each scan step then reads contiguous memory
-        time_dim = 0 if path == "fast" else 1
-        if path == "fast":
-            h = h.transpose(0, 1).contiguous()
+        # time-major, (T, B, C): each scan step then reads contiguous memory
+        h = self.dropout(self.in_proj(x)).transpose(0, 1).contiguous()
 
-        def mix(block: nn.Module, inp: torch.Tensor) -> torch.Tensor:
-            if path == "fast":
-                return mixer_forward_time_major(block.mixer, block.norm(inp))
-            return mixer_forward(block.mixer, block.norm(inp), path)
+        def mix(block: nn.Module, inp: torch.Tensor, key: tuple[int, str]) -> torch.Tensor:
+            cap = None if capture is None else capture.setdefault(key, {})
+            return mixer_steps(block.mixer, block.norm(inp), path, cap)
 
         for i, block in enumerate(self.layers):
             residual = h.float() if self.mamba_config.residual_in_fp32 else h
-            out = mix(block, h)
+            out = mix(block, h, (i, "forward"))
             if self.layers_bwd is not None:
-                out = out + mix(self.layers_bwd[i], h.flip(time_dim)).flip(time_dim)
+                out = out + mix(self.layers_bwd[i], h.flip(0), (i, "backward")).flip(0)
             h = (residual + out).to(x.dtype)
-        h = self.norm_f(h)
-        return h.transpose(0, 1) if path == "fast" else h
+        return self.norm_f(h).transpose(0, 1)
 
 
 @lru_cache(maxsize=None)
@@ -445,9 +328,3 @@ def _bilstm_params(cfg: EncoderConfig, h: int) -> int:
         total += 2 * 4 * (width * h + h * h + 2 * h)  # two directions, four gates, two biases
         width = 2 * h
     return total
-
-
-def count_params(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (trainable) parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-

@@ -17,17 +17,22 @@ z       (b, d, l)          gate: ``y *= silu(z)``
 ======  =================  ==============================================================
 
 Discretisation: ``Ā = exp(Δ A)`` (zero-order hold: exact for a constant input over the step,
-and it keeps ``|Ā| < 1`` for any Δ, so the recurrence stays stable), ``B̄ u = Δ B u`` (Euler:
-the ZOH form ``(Ā - 1) A⁻¹ B`` costs more and differs only at second order in Δ). Then per
-channel and state dimension::
+and it keeps ``|Ā| < 1`` for any Δ, so the recurrence stays stable), ``B̄ u = Δ B u`` (Euler).
+The exact ZOH input term ``(Ā - 1) A⁻¹ B`` differs from Euler's at first order: their ratio is
+about ``1 - Δ|A| / 2``. Euler is still fine because B is learned: the network scales it to
+whatever the discretisation needs, and Euler is cheaper. Then per channel and state dimension::
 
     h_t = Ā_t * h_{t-1} + Δ_t B_t u_t          y_t = C_t · h_t + D u_t
 
-The reference loops in Python under autograd; autograd then stores a slice of the full
+Three implementations, checked against each other (tests/test_scan.py):
+:func:`selective_scan_ref` is the definition, step by step. :class:`SelectiveScanFn` is the
+fast CPU scan: the reference loops in Python under autograd; autograd then stores a slice of the full
 ``(b, d, l, n)`` tensors per step and its backward is ~30 times slower than the forward.
 :class:`SelectiveScanFn` runs the same loop in time-major layout with no graph, keeps only
 the states, and walks back once in reverse for every gradient (the adjoint recurrence
-``g_{t-1} = Ā_t * g_t + C_{t-1} dy_{t-1}``).
+``g_{t-1} = Ā_t * g_t + C_{t-1} dy_{t-1}``). :func:`selective_scan_parallel` computes the
+same recurrence as a parallel prefix scan: ``log2(l)`` rounds of whole-tensor operations
+instead of ``l`` small steps, which is what a GPU without the fused kernels needs.
 """
 
 from __future__ import annotations
@@ -264,3 +269,52 @@ def selective_scan(
     y = selective_scan_time_major(tm(u), tm(delta), A, tm(B), tm(C), D, tm(z),
                                   delta_bias, delta_softplus)
     return y.permute(1, 2, 0)
+
+
+def selective_scan_parallel(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """The selective scan as a parallel prefix scan (Hillis-Steele), time-major, plain autograd.
+
+    Each step is an affine map of the state, ``h -> Ā_t h + x_t`` (``x_t = Δ_t B_t u_t``),
+    and composing two maps gives another: ``(Ā_2, x_2) ∘ (Ā_1, x_1) = (Ā_2 Ā_1, Ā_2 x_1 + x_2)``.
+    The composition is associative, so all prefixes ``h_t`` come out of ``⌈log2 l⌉`` rounds
+    in which every step combines with the one ``1, 2, 4, ...`` steps before it: a few large
+    tensor operations, where the sequential scan launches ``l`` rounds of small ones. That is
+    what makes a GPU fast without mamba-ssm's fused kernel. It holds full ``(l, b, d, n)``
+    tensors per round (memory, not speed, is its cost) and only multiplies decays
+    ``0 < Ā <= 1``, so it is as stable as the sequential scan.
+
+    Shape:
+        u, delta, z: ``(l, b, d)``; A: ``(d, n)``; B, C: ``(l, b, n)``; D, delta_bias: ``(d,)``
+        -> ``(l, b, d)`` in the dtype of ``u``
+    """
+    dtype = u.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    u_w, delta = u.to(work), delta.to(work)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(work)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    a = torch.exp(delta[..., None] * A.to(work))  # Ā_t               (l, b, d, n)
+    x = (delta * u_w)[..., None] * B.to(work)[:, :, None, :]  # Δ_t B_t u_t  (l, b, d, n)
+    span = 1
+    while span < a.shape[0]:  # after this round, step t holds the composition of t-2 span+1 .. t
+        x = torch.cat([x[:span], a[span:] * x[:-span] + x[span:]])
+        a = torch.cat([a[:span], a[span:] * a[:-span]])
+        span *= 2
+    y = (x * C.to(work)[:, :, None, :]).sum(-1)  # C_t · h_t         (l, b, d)
+    if D is not None:
+        y = y + u_w * D.to(work)
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(dtype)
+

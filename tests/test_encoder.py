@@ -7,19 +7,48 @@ import pytest
 import torch
 
 from ocrlib.encoder import (
-    BiLSTMEncoder, EncoderConfig, MambaEncoder, TransformerEncoder, build_encoder, count_params,
-    cuda_kernels, load_pretrained_mamba, lstm_hidden_for,
+    BiLSTMEncoder, EncoderConfig, MambaEncoder, TransformerEncoder, build_encoder,
+    load_pretrained_mamba, lstm_hidden_for,
 )
+from ocrlib.mixer import cuda_kernels
+from ocrlib.sizes import count_params
 
 SMALL = dict(d_model=32, n_layers=2, d_state=8, dropout=0.0)
 
 
 def _grads(enc, x, path):
+    """Output and every parameter gradient of a fixed weighting of the output; every tensor
+    made here lives on the input's device (the same helper serves the GPU test)."""
     enc.cfg.scan = path
     enc.zero_grad()
     y = enc(x)
-    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    (y * torch.linspace(-1, 1, y.shape[-1], device=x.device)).sum().backward()
     return y.detach(), {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+
+
+def _randomise_lora(enc):
+    """peft starts lora_B at zero, so LoRA adds nothing: give it values, so paths must agree on it."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in enc.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g).to(p.device) * 0.05)
+
+
+def compare_paths(device, paths, rtol, atol, bidirectional=False):
+    """Every path in ``paths`` against the first, outputs and gradients, LoRA non-zero."""
+    torch.manual_seed(0)
+    enc = MambaEncoder(EncoderConfig(**SMALL, lora_r=4, lora_dropout=0.0,
+                                     bidirectional=bidirectional)).to(device)
+    _randomise_lora(enc)
+    x = torch.randn(2, 40, 512, device=device)
+    y0, g0 = _grads(enc, x, paths[0])
+    for path in paths[1:]:
+        y, g = _grads(enc, x, path)
+        torch.testing.assert_close(y, y0, rtol=rtol, atol=atol, msg=path)
+        assert g.keys() == g0.keys()
+        for name in g0:
+            torch.testing.assert_close(g[name], g0[name], rtol=rtol, atol=atol, msg=f"{path}: {name}")
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -28,7 +57,7 @@ def test_fast_path_matches_transformers_and_reference(bidirectional):
     enc = MambaEncoder(EncoderConfig(**SMALL, bidirectional=bidirectional))
     x = torch.randn(3, 21, 512)
     y_tf, g_tf = _grads(enc, x, "transformers")
-    for path in ("fast", "reference"):
+    for path in ("fast", "parallel", "reference"):
         y, g = _grads(enc, x, path)
         torch.testing.assert_close(y, y_tf, rtol=1e-4, atol=1e-4)
         assert g.keys() == g_tf.keys()
@@ -63,6 +92,11 @@ def test_unknown_kind_is_refused():
         build_encoder(EncoderConfig(kind="gru"))
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_parallel_path_matches_the_fast_path_with_lora(bidirectional):
+    compare_paths(torch.device("cpu"), ["fast", "parallel"], 1e-4, 1e-4, bidirectional)
+
+
 def test_dispatch_on_cpu_uses_the_fast_path_and_logs_it_once(caplog):
     from ocrlib import encoder as E
 
@@ -75,6 +109,20 @@ def test_dispatch_on_cpu_uses_the_fast_path_and_logs_it_once(caplog):
     assert [r.getMessage() for r in caplog.records].count("Mamba scan path: fast") == 1
     with pytest.raises(RuntimeError, match="CUDA"):
         E.resolve_scan("kernel", torch.device("cpu"))
+
+
+def test_cuda_without_kernels_warns_once_and_takes_the_parallel_scan(caplog, monkeypatch):
+    from ocrlib import mixer
+
+    monkeypatch.setattr(mixer, "cuda_kernels", lambda: None)
+    monkeypatch.setattr(mixer, "_PROBLEM", ["ImportError: No module named 'mamba_ssm'"])
+    mixer._warn_no_kernels_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="ocrlib"):
+        paths = {mixer.resolve_scan("auto", torch.device("cuda")) for _ in range(3)}
+    assert paths == {"parallel"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "No module named 'mamba_ssm'" in warnings[0]
+    assert "mamba-ssm>=2.3.0" in warnings[0]
 
 
 def test_lora_trains_every_target_on_the_fast_path_and_nothing_else():
@@ -90,14 +138,15 @@ def test_lora_trains_every_target_on_the_fast_path_and_nothing_else():
     assert not any(n.endswith("mixer.A_log") or "base_layer" in n for n in grads)
 
 
-def test_transformers_own_path_bypasses_dt_proj_lora():
-    """Why mixer_forward exists: transformers reads dt_proj.weight directly, so its LoRA never trains."""
+@pytest.mark.parametrize("path", ["fast", "parallel", "reference"])
+def test_every_lora_target_gets_a_gradient_on_every_ocrlib_path(path):
+    """ocrlib calls every projection as a module, so LoRA on each of them trains whatever the path
+    (transformers' own mixer reads dt_proj.weight directly: its dt_proj LoRA would not)."""
     torch.manual_seed(0)
-    enc = MambaEncoder(EncoderConfig(**SMALL, lora_r=4))
-    _, grads = _grads(enc, torch.randn(2, 9, 512), "transformers")
-    dt_lora = grads.get("layers.0.mixer.dt_proj.lora_B.default.weight")
-    assert dt_lora is None or dt_lora.abs().sum() == 0
-    assert grads["layers.0.mixer.x_proj.lora_B.default.weight"].abs().sum() > 0
+    enc = MambaEncoder(EncoderConfig(**SMALL, lora_r=4, lora_dropout=0.0))
+    _, grads = _grads(enc, torch.randn(2, 9, 512), path)
+    for target in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+        assert grads[f"layers.1.mixer.{target}.lora_B.default.weight"].abs().sum() > 0, target
 
 
 @pytest.fixture
@@ -167,17 +216,24 @@ def test_transformer_positions_make_order_matter():
     assert not torch.allclose(y, y_rev, atol=1e-4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or cuda_kernels() is None,
-                    reason="needs a CUDA GPU with mamba-ssm and causal-conv1d")
-def test_kernel_path_matches_fast_path_on_gpu():
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_paths_match_the_fast_path_on_gpu():
+    paths = ["fast", "parallel"] + (["kernel"] if cuda_kernels() is not None else [])
+    compare_paths(torch.device("cuda"), paths, 1e-3, 1e-3)
+
+
+def test_selection_of_a_bidirectional_encoder_is_what_its_forward_pass_computes():
     torch.manual_seed(0)
-    enc = MambaEncoder(EncoderConfig(**SMALL, lora_r=4)).cuda()
-    x = torch.randn(2, 40, 512, device="cuda")
-    y_k, g_k = _grads(enc, x, "kernel")
-    y_f, g_f = _grads(enc, x, "fast")
-    torch.testing.assert_close(y_k, y_f, rtol=1e-3, atol=1e-3)
-    for name in g_f:
-        torch.testing.assert_close(g_k[name], g_f[name], rtol=1e-2, atol=1e-3, msg=name)
+    enc = MambaEncoder(EncoderConfig(**SMALL, bidirectional=True)).eval()
+    x = torch.randn(1, 9, 512)
+    before = enc.selection(x, layer=1, direction="forward")["delta"].clone()
+    with torch.no_grad():  # the backward stack feeds layer 1's input too
+        enc.layers_bwd[0].mixer.out_proj.weight.mul_(3)
+    assert not torch.allclose(enc.selection(x, layer=1, direction="forward")["delta"], before)
+    back = enc.selection(x, layer=0, direction="backward")
+    assert back["delta"].shape == (1, 9, enc.mamba_config.intermediate_size)
+    with pytest.raises(ValueError, match="unidirectional"):
+        MambaEncoder(EncoderConfig(**SMALL)).selection(x, direction="backward")
 
 
 def test_selection_exposes_positive_steps_and_decays_below_one():

@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from ocrlib.scan import POOL, SelectiveScanFn, selective_scan, selective_scan_ref
+from ocrlib.scan import (
+    POOL, SelectiveScanFn, selective_scan, selective_scan_parallel, selective_scan_ref,
+)
+
+
+def parallel_batch_major(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """selective_scan_parallel (time-major) with the reference's (b, d, l) contract."""
+    tm = lambda x: None if x is None else x.permute(2, 0, 1)  # noqa: E731
+    y = selective_scan_parallel(tm(u), tm(delta), A, tm(B), tm(C), D, tm(z), delta_bias,
+                                delta_softplus)
+    return y.permute(1, 2, 0)
 
 
 def _inputs(b, d, l, n, dtype, seed=0, with_optional=True):
@@ -30,30 +40,35 @@ def _run(fn, args, softplus, weight):
         t.grad = None
     y = fn(**args, delta_softplus=softplus)
     (y * weight).sum().backward()
-    return y.detach(), {k: t.grad.clone() for k, t in args.items()}
+    # an input the output does not depend on has no gradient: that is a zero (A, for l = 1)
+    return y.detach(), {k: t.grad.clone() if t.grad is not None else torch.zeros_like(t)
+                        for k, t in args.items()}
 
 
 SHAPES = [(1, 1, 1, 1), (2, 8, 13, 4), (3, 16, 40, 16), (2, 5, 80, 3)]
+SCANS = {"fast": selective_scan, "parallel": parallel_batch_major}
 
 
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("optional", [True, False])
-def test_fast_scan_matches_reference_in_float32(shape, optional):
+def test_fast_and_parallel_scans_match_reference_in_float32(scan, shape, optional):
     args = _inputs(*shape, torch.float32, with_optional=optional)
     weight = torch.randn(shape[0], shape[1], shape[2])
     y_ref, g_ref = _run(selective_scan_ref, args, optional, weight)
-    y, g = _run(selective_scan, args, optional, weight)
+    y, g = _run(SCANS[scan], args, optional, weight)
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
     for k in g_ref:
         torch.testing.assert_close(g[k], g_ref[k], rtol=1e-4, atol=1e-4, msg=f"gradient of {k}")
 
 
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("shape", SHAPES[1:3])
-def test_fast_scan_matches_reference_in_float64_to_rounding(shape):
+def test_fast_and_parallel_scans_match_reference_in_float64_to_rounding(scan, shape):
     args = _inputs(*shape, torch.float64, seed=1)
     weight = torch.randn(shape[0], shape[1], shape[2], dtype=torch.float64)
     y_ref, g_ref = _run(selective_scan_ref, args, True, weight)
-    y, g = _run(selective_scan, args, True, weight)
+    y, g = _run(SCANS[scan], args, True, weight)
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     for k in g_ref:
         torch.testing.assert_close(g[k], g_ref[k], rtol=1e-10, atol=1e-10, msg=f"gradient of {k}")
@@ -102,3 +117,16 @@ def test_buffers_are_reused_between_steps_and_retain_graph_works():
     first = args["A"].grad.clone()
     loss.backward()  # the saved states are still there
     torch.testing.assert_close(args["A"].grad, 2 * first)
+
+
+def test_parallel_scan_passes_gradcheck_and_handles_lengths_that_are_not_powers_of_two():
+    g = torch.Generator().manual_seed(4)
+    for l in (1, 2, 3, 7, 9):
+        args = [torch.randn(l, 2, 3, generator=g, dtype=torch.float64).requires_grad_(),
+                torch.randn(l, 2, 3, generator=g, dtype=torch.float64).requires_grad_(),
+                (-torch.rand(3, 4, generator=g, dtype=torch.float64) - 0.5).requires_grad_(),
+                torch.randn(l, 2, 4, generator=g, dtype=torch.float64).requires_grad_(),
+                torch.randn(l, 2, 4, generator=g, dtype=torch.float64).requires_grad_()]
+        assert torch.autograd.gradcheck(
+            lambda *x: selective_scan_parallel(*x, delta_softplus=True), args)
+
