@@ -45,7 +45,6 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from .data import ctc_time_steps
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,14 @@ class BackboneConfig:
             last_conv train; ``"auto"``: ``"original"`` on pretrained weights, ``"full"``
             on random ones (freezing random layers only removes capacity).
         out_channels: channels of the feature sequence (the 1x1 ``last_conv``).
+        width: channels of layer1; layer2-4 have 2, 4 and 8 times as many. 64 is ResNet34 as
+            published (and its ImageNet weights); 32 keeps all 34 layers at half the width, a
+            quarter of the multiply-adds, for training from random weights on a CPU.
+        zero_init_residual: start the last BatchNorm of every residual block at zero, so
+            that each block starts as the identity and a 34-layer network trains like a
+            shallow one at first (Goyal et al., 2017). From random weights on the full
+            charset this took the validation CER at step 600 from 0.79 to 0.60
+            (benchmarks/RESULTS.md). Pretrained weights replace it.
     """
 
     pretrained: bool = False
@@ -82,6 +89,8 @@ class BackboneConfig:
     lora_dropout: float = 0.0
     freeze: FreezePolicy = "auto"
     out_channels: int = 512
+    zero_init_residual: bool = True
+    width: int = 64
 
 
 class Adapter(nn.Module):
@@ -119,6 +128,39 @@ def load_imagenet_weights(model: nn.Module) -> bool:
     return True
 
 
+def resnet34(width: int = 64, zero_init_residual: bool = True) -> nn.Module:
+    """torchvision's ResNet34 (random weights); with ``width != 64``, the same 34 layers with
+    every stage's channels scaled (``width, 2 width, 4 width, 8 width``), built from
+    torchvision's ``BasicBlock`` and initialised as torchvision initialises its own."""
+    if width == 64:
+        return torchvision.models.resnet34(weights=None, zero_init_residual=zero_init_residual)
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or inplanes != planes:
+            down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                 nn.BatchNorm2d(planes))
+        return nn.Sequential(BasicBlock(inplanes, planes, stride, down),
+                             *(BasicBlock(planes, planes) for _ in range(blocks - 1)))
+
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    net.bn1, net.relu = nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(3, 2, 1)
+    w = [width, 2 * width, 4 * width, 8 * width]
+    net.layer1 = stage(w[0], w[0], 3, 1)
+    net.layer2, net.layer3, net.layer4 = (stage(w[k - 1], w[k], n, 2) for k, n in ((1, 4), (2, 6), (3, 3)))
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    if zero_init_residual:
+        for m in net.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+    return net
+
+
 class ResNetBackbone(nn.Module):
     """ResNet34 without pooling and classifier, strides patched so that T = ceil(W / 4).
 
@@ -133,8 +175,10 @@ class ResNetBackbone(nn.Module):
     def __init__(self, cfg: BackboneConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or BackboneConfig()
-        net = torchvision.models.resnet34(weights=None)
+        net = resnet34(cfg.width, cfg.zero_init_residual)
         self.pretrained = False
+        if cfg.pretrained and cfg.width != 64:
+            raise ValueError(f"ImageNet weights exist for width 64 only, not {cfg.width}")
         if cfg.pretrained:
             self.pretrained = load_imagenet_weights(net)
             if not self.pretrained and not cfg.offline_fallback:
@@ -146,7 +190,7 @@ class ResNetBackbone(nn.Module):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4)
-        self.last_conv = nn.Conv2d(512, cfg.out_channels, 1)
+        self.last_conv = nn.Conv2d(8 * cfg.width, cfg.out_channels, 1)
         if cfg.adaptation == "adapter":
             for block in self.blocks():
                 c = block.conv2.in_channels
@@ -167,13 +211,15 @@ class ResNetBackbone(nn.Module):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             yield from layer
 
-    @staticmethod
-    def time_steps(width: int) -> int:
-        """Number of output time steps T for an input ``width`` pixels wide."""
-        return ctc_time_steps(width)
-
     def stages(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-        """Run the network, yielding ``(stage name, output)`` after each stage."""
+        """Run the network, yielding ``(stage name, output)`` after each stage.
+
+        After ``backbone.to(memory_format=torch.channels_last)`` the input is converted to
+        match: oneDNN's convolutions run 7-10 % faster on a CPU in that layout (measured,
+        benchmarks/RESULTS.md), and so do cuDNN's under AMP.
+        """
+        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         yield "stem (conv1, maxpool)", x
         for name in ("layer1", "layer2", "layer3", "layer4"):
@@ -266,57 +312,3 @@ def freeze_table(model: nn.Module) -> list[GroupCount]:
         else:
             g.frozen += p.numel()
     return list(table.values())
-
-
-# ---------------------------------------------------------------------------- size
-
-
-@dataclass
-class SizeEstimate:
-    """Parameter counts and a training-memory estimate (MiB, float32)."""
-
-    total_params: int
-    trainable_params: int
-    weights_mib: float
-    grads_mib: float
-    adam_mib: float
-    activations_mib: float
-
-    @property
-    def train_mib(self) -> float:
-        return self.weights_mib + self.grads_mib + self.adam_mib + self.activations_mib
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(total, trainable)`` parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def estimate_memory(model: nn.Module, example: torch.Tensor) -> SizeEstimate:
-    """Estimate training memory for one batch shaped like ``example``.
-
-    Weights count every parameter, gradients and the two AdamW moments only trainable
-    ones; activations are the outputs of every leaf module in one forward pass (an upper
-    bound on what autograd keeps: it keeps fewer when a frozen prefix needs no graph).
-    """
-    mib = 4 / 2**20
-    total, trainable = count_parameters(model)
-    act = [0]
-
-    def hook(_m: nn.Module, _i: object, out: object) -> None:
-        if isinstance(out, torch.Tensor):
-            act[0] += out.numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    was_training = model.training
-    model.eval()  # BatchNorm must not update its statistics from the probe
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return SizeEstimate(total, trainable, total * mib, trainable * mib, 2 * trainable * mib,
-                        act[0] * mib)

@@ -126,4 +126,5 @@ def load_model(path: str | os.PathLike[str], expected: ModelConfig | None = None
     cfg = ModelConfig.from_dict(stored)
     model = MambaOCR(cfg)
     model.load_state_dict(ckpt["model"])
+    model.backbone.to(memory_format=torch.channels_last)  # faster convolutions, same weights
     return model.to(device).eval(), ckpt

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .backbone import BackboneConfig, ResNetBackbone
 from .charset import DEFAULT_CHARS, Charset
-from .data import IMAGE_HEIGHT, IMAGE_WIDTH, ctc_time_steps
+from .data import IMAGE_HEIGHT, IMAGE_WIDTH, Normalize, ctc_time_steps
 from .encoder import EncoderConfig, build_encoder
 
 
@@ -28,13 +28,16 @@ class ModelConfig:
 
     Attributes:
         chars: the charset (class ``i + 1`` is ``chars[i]``; 0 is the blank).
-        height, width: input size; T = ceil(width / 4).
+        height, width: input height and the largest input width; T = ceil(width / 4). Lines
+            narrower than ``width`` are read at their own width.
+        normalize: how pixels become input (:func:`ocrlib.data.normalize_pixels`).
         backbone, encoder: the stage configs.
     """
 
     chars: str = DEFAULT_CHARS
     height: int = IMAGE_HEIGHT
     width: int = IMAGE_WIDTH
+    normalize: Normalize = "grey"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
@@ -63,6 +66,7 @@ class ModelConfig:
             return kind(**values)
 
         d = dict(d)
+        d.setdefault("normalize", "imagenet")  # checkpoints from before the field existed
         enc = dict(d.pop("encoder"))
         enc["lora_targets"] = tuple(enc.get("lora_targets", ()))
         return build(cls, {**d, "backbone": build(BackboneConfig, d.pop("backbone")),
@@ -93,8 +97,3 @@ class MambaOCR(nn.Module):
         features = self.backbone.sequence(images)  # (B, T, 512)
         hidden = self.encoder(self.norm(features).float())  # (B, T, C)
         return self.classifier(hidden)  # (B, T, V)
-
-    def train(self, mode: bool = True) -> MambaOCR:
-        super().train(mode)
-        self.backbone.train(mode)  # keeps frozen BatchNorm in eval mode
-        return self

@@ -1,4 +1,4 @@
-"""Pictures for the notebooks and the CLI: sample grids and label statistics."""
+"""Pictures for the notebooks and the CLI: sample grids, label statistics, training curves."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .data import LabelLine, load_image
 
@@ -62,3 +63,24 @@ def sample_grid(
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
+
+
+def plot_history(history: list[dict[str, Any]], path: str | os.PathLike[str] | None = None):
+    """Training loss and validation CER against the step (a run's ``history``); written as a
+    PNG when ``path`` is given, else returned for display."""
+    if path is not None:
+        use_file_backend()
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8))
+    a.plot(steps, [h["loss"] for h in history], marker="o")
+    a.set(xlabel="step", ylabel="CTC loss (running)", title="training loss")
+    b.plot(steps, [h["val_cer"] for h in history], marker="o", color="tab:red")
+    b.set(xlabel="step", ylabel="CER", title="validation CER (greedy)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return fig
+

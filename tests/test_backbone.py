@@ -5,9 +5,9 @@ import pytest
 import torch
 import torchvision
 
-from ocrlib.backbone import (
-    BackboneConfig, ResNetBackbone, apply_freeze, count_parameters, estimate_memory, freeze_table,
-)
+from ocrlib.backbone import BackboneConfig, ResNetBackbone, apply_freeze, freeze_table
+from ocrlib.data import ctc_time_steps
+from ocrlib.sizes import count_params, estimate_memory
 
 
 def _backbone(seed=0, **kw):
@@ -22,7 +22,7 @@ def test_output_shape_follows_the_width_rule(height, width):
         out = b(torch.randn(2, 3, height, width))
         seq = b.sequence(torch.randn(2, 3, height, width))
     t = -(-width // 4)
-    assert b.time_steps(width) == t
+    assert ctc_time_steps(width) == t
     assert out.shape == (2, 512, 1, t)
     assert seq.shape == (2, t, 512)
 
@@ -38,8 +38,9 @@ def test_stage_shapes_for_32x320():
 
 
 def test_adapters_start_as_the_identity():
-    plain = _backbone(adaptation="none").eval()
-    adapted = _backbone(adaptation="adapter").eval()
+    # zero_init_residual off: with it, every residual branch starts at zero, adapters included
+    plain = _backbone(adaptation="none", zero_init_residual=False).eval()
+    adapted = _backbone(adaptation="adapter", zero_init_residual=False).eval()
     ranks = [blk.conv2.adapter.down.out_channels for blk in adapted.blocks()]
     assert ranks[0] == 16 and ranks[-1] == 128  # rank scales with the block's channels
     x = torch.randn(2, 3, 32, 128)
@@ -52,7 +53,7 @@ def test_adapters_start_as_the_identity():
 
 
 def test_lora_attaches_through_peft_and_trains_only_its_parameters():
-    b = _backbone(adaptation="lora", freeze="adaptation_only")
+    b = _backbone(adaptation="lora", freeze="adaptation_only", zero_init_residual=False)
     names = [n for n, p in b.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n or n.startswith("last_conv") for n in names)
     assert sum("lora_A" in n for n in names) == 32  # conv1 and conv2 of 16 blocks
@@ -81,7 +82,7 @@ def test_original_freeze_policy_matches_its_table():
             assert row.frozen == 0 and row.trainable > 0, group
         else:
             assert row.trainable == 0 and row.frozen > 0, group
-    total, trainable = count_parameters(b)
+    total, trainable = count_params(b), count_params(b, trainable_only=True)
     assert trainable == sum(r.trainable for r in table.values())
     assert total == trainable + sum(r.frozen for r in table.values())
     assert trainable == table["adapters"].trainable + table["layer4"].trainable + table["last_conv"].trainable
@@ -146,3 +147,13 @@ def test_memory_estimate_counts_trainable_state_only():
     assert frozen.adam_mib == pytest.approx(2 * frozen.grads_mib)
     assert frozen.trainable_params < full.trainable_params and frozen.train_mib < full.train_mib
     assert full.activations_mib > 0
+
+
+def test_residual_blocks_start_as_the_identity_from_random_weights():
+    b = _backbone(adaptation="none").eval()
+    assert all(float(blk.bn2.weight.abs().max()) == 0 for blk in b.blocks())
+    x = torch.randn(1, 64, 8, 20)
+    with torch.no_grad():  # a block without downsampling passes its input through (after ReLU)
+        torch.testing.assert_close(b.layer1[1](x), torch.relu(x))
+    assert float(_backbone(adaptation="none", zero_init_residual=False).layer1[0].bn2.weight.min()) == 1
+

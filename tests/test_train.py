@@ -55,7 +55,7 @@ def test_checkpoints_are_safe_to_load_and_the_best_one_is_lean(data, tmp_path):
     best = torch.load(res.best, weights_only=True)  # no pickled code needed
     assert "optimizer" not in best and "optimizer" in read_checkpoint(res.last)
     model, ckpt = load_model(res.best)
-    assert model.charset.chars == "0123456789" and not model.training
+    assert model.charset.chars == profiles()["tiny"].model.charset.chars and not model.training
     assert (tmp_path / "best_m_history.jsonl").read_text().count("\n") == 1
     assert (tmp_path / "best_m_curves.png").stat().st_size > 1000
 
@@ -144,16 +144,14 @@ def test_tiny_profile_learns(tmp_path):
     assert math.isfinite(best) and best < 0.5 and best < first / 2
 
 
-def test_a_profile_warm_up_stage_hands_its_weights_to_the_main_stage(data, tmp_path):
-    from ocrlib.train import Warmup, train_profile
+def test_init_from_starts_from_another_checkpoints_weights_and_refuses_another_model(data, tmp_path):
+    from ocrlib.train import train_profile
 
     prof = _micro(steps=2)
-    prof.warmup = Warmup(prof.synth, n=24, steps=2)
-    res = train_profile(prof, data / "train", data / "val", tmp_path / "best_m.pth",
-                        warmup_dir=data / "train")
-    warm = read_checkpoint(tmp_path / "last_warmup_m.pth")
-    assert warm["step"] == 2 and res.step == 2
-    # the main stage started from the warm-up weights: one step from them, not from scratch
+    first = train_profile(prof, data / "train", data / "val", tmp_path / "a" / "best_m.pth",
+                          progress=False)
+    res = train_profile(prof, data / "train", data / "val", tmp_path / "b" / "best_m.pth",
+                        progress=False, init_from=first.last)
     scratch = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "s" / "b.pth",
                     progress=False)
     assert not torch.equal(_state(res.last)["classifier.weight"], _state(scratch.last)["classifier.weight"])
@@ -162,3 +160,37 @@ def test_a_profile_warm_up_stage_hands_its_weights_to_the_main_stage(data, tmp_p
     with pytest.raises(CheckpointMismatchError):
         train(other, prof.train, data / "train", data / "val", tmp_path / "o" / "b.pth",
               progress=False, init_from=res.best)
+
+
+def test_bucketed_batches_hold_similar_widths_and_follow_seed_and_step():
+    widths = [(i * 37) % 300 + 10 for i in range(400)]
+    full = list(StepSampler(400, 8, seed=3, start=0, total=60, widths=widths, bucket=10))
+    assert list(StepSampler(400, 8, seed=3, start=25, total=60, widths=widths, bucket=10)) == full[25:]
+    per_epoch = 50
+    assert sorted(i for b in full[:per_epoch] for i in b) == list(range(400))  # an epoch: each once
+    spread = sum(max(widths[i] for i in b) - min(widths[i] for i in b) for b in full) / len(full)
+    plain = list(StepSampler(400, 8, seed=3, start=0, total=60))
+    plain_spread = sum(max(widths[i] for i in b) - min(widths[i] for i in b) for b in plain) / len(plain)
+    assert spread < plain_spread / 4
+
+
+def test_the_guided_term_fades_out_and_needs_an_alignment():
+    from ocrlib.losses import guided_term
+
+    cfg = TrainConfig(guided_steps=10, guided_weight=2.0)
+    logits = torch.randn(2, 6, 5)
+    targets = torch.tensor([[0, 1, 0, 2, -100, -100], [3, 0, 0, 4, 0, 0]])
+    start = guided_term(logits, targets, 0, cfg)
+    half = guided_term(logits, targets, 5, cfg)
+    assert float(start) > 0 and abs(float(half) - float(start) / 2) < 1e-5
+    assert guided_term(logits, targets, 10, cfg) == 0.0 and guided_term(logits, None, 0, cfg) == 0.0
+
+
+def test_fixed_width_pads_every_line_and_counts_every_frame(data):
+    from ocrlib.data import OCRDataset, ctc_collate
+
+    ds = OCRDataset(data / "train", profiles()["tiny"].model.charset, width=128)
+    own = ctc_collate([ds[0], ds[1]])
+    fixed = ctc_collate([ds[0], ds[1]], fixed_width=128)
+    assert own.images.shape[-1] < 128 and fixed.images.shape[-1] == 128
+    assert fixed.frames.tolist() == [32, 32] and own.frames.max() < 32

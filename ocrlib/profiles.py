@@ -1,0 +1,156 @@
+"""Training settings and the named profiles that bundle a model, its training and its data.
+
+``tiny`` (tests and notebooks, about a minute and a half), ``laptop`` (``make demo``: the full
+charset from random weights on a CPU) and ``gpu`` (pretrained ImageNet ResNet34 and
+mamba-130m, Colab). :func:`profile_with` copies one with some training settings changed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from .backbone import BackboneConfig
+from .charset import DEFAULT_CHARS
+from .encoder import PRETRAINED_MAMBA, EncoderConfig
+from .model import ModelConfig
+from .precision import Amp
+from .synth import Effects, SynthConfig
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    Attributes:
+        steps: optimizer steps (batches) in the whole run.
+        batch_size, lr, weight_decay: the usual; ``lr`` is OneCycleLR's peak.
+        grad_clip: clip the gradient norm to this; None: no clipping (non-finite gradients
+            are still caught and skipped). Measured on the ``tiny`` profile: clipping at 1.0
+            kept a from-scratch ResNet34 + CTC on its all-blank plateau for the whole run
+            (CER 0.85 after 300 steps), at 5.0 it reached 0.48 after 250 steps, unclipped
+            0.12 (0.05 after 300). So from-scratch profiles do not clip; the pretrained
+            ``gpu`` profile clips at 1.0 as the original did.
+        warmup: fraction of the steps spent warming up to ``lr``.
+        amp: ``"auto"`` (bf16 on CUDA where supported, else fp16 with a grad scaler; bf16 on
+            CPUs with native bf16; else off), ``"off"``, ``"bf16"`` or ``"fp16"`` (CUDA
+            only). The environment variable ``OCRLIB_AMP`` overrides it
+            (:func:`ocrlib.precision.forced_amp`).
+        eval_every: validate (greedy CER) every this many steps, and at the end.
+        val_limit: validate on at most this many validation images.
+        save_every: write the resume checkpoint every this many steps, and at the end.
+        bucket: batch lines of similar widths together, sorting chunks of this many batches
+            by width (:class:`ocrlib.sampler.StepSampler`); 0: batches in plain random order.
+        guided_steps, guided_weight, guided_blank_weight: the alignment-guided start
+            (:func:`ocrlib.losses.guided_term`): for the first ``guided_steps`` steps, a
+            frame-wise cross-entropy against the generator's character positions is added to
+            the CTC loss, its weight fading from ``guided_weight`` to 0 (the blank frames
+            weighted ``guided_blank_weight``; :func:`ocrlib.data.alignment_targets`). Sets
+            without recorded positions train on CTC alone.
+        fixed_width: pad every training line to the model's width and count every frame, as
+            the original project did, instead of reading each line at its own width (kept
+            for comparisons: the padding frames teach the model to emit blanks).
+        workers: DataLoader worker processes (0: load in the training process).
+        seed: seeds the initialisation, the data order and dropout.
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup: float = 0.1
+    grad_clip: float | None = None
+    amp: Amp = "auto"
+    eval_every: int = 200
+    val_limit: int = 500
+    save_every: int = 100
+    bucket: int = 32
+    guided_steps: int = 0
+    guided_weight: float = 1.0
+    guided_blank_weight: float = 1.0
+    fixed_width: bool = False
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class Profile:
+    """A named bundle: model, training, the look of its data and the sizes of its splits."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    synth: SynthConfig
+    sizes: dict[str, int]
+    description: str = ""
+
+
+def profiles() -> dict[str, Profile]:
+    """The profiles: ``tiny`` (tests, notebooks), ``laptop`` (the CPU demo), ``gpu`` (Colab)."""
+    return {
+        "tiny": Profile(
+            "tiny",
+            ModelConfig(chars=DEFAULT_CHARS, width=160, backbone=BackboneConfig(width=32),
+                        encoder=EncoderConfig(d_model=128, n_layers=2, dropout=0.0)),
+            # fp32: notebooks and tests reproduce as closely as a CPU allows (bf16 kernels
+            # differ between AMX, AVX512-BF16 and emulation)
+            TrainConfig(steps=400, batch_size=16, lr=1e-3, warmup=0.05, eval_every=50,
+                        val_limit=200, save_every=50, amp="off", guided_steps=400),
+            SynthConfig(min_len=1, max_len=6, max_angle=0.0, max_blur=0.0, max_noise=0.0,
+                        fonts=("DejaVu Sans Book",), effects=Effects.none()),
+            {"train": 3000, "val": 200, "test": 200},
+            "0-9a-zA-Z in one clean font, lines up to 160 px, small model: ~1.5 min on a laptop CPU",
+        ),
+        "laptop": Profile(
+            # The full charset from random weights in every font and distortion, on 2 CPU cores.
+            # What gets it off CTC's all-blank plateau and through the budget, each measured
+            # (benchmarks/RESULTS.md): grey, standardised, ink-bright input; lines at their own
+            # width (no padding to learn as blank); residual blocks that start as the identity;
+            # no dropout; the renderer's character positions as frame targets beside CTC, fading
+            # out; a ResNet34 at half width (all 34 layers: twice the steps in the budget).
+            "laptop",
+            ModelConfig(chars=DEFAULT_CHARS, backbone=BackboneConfig(width=32),
+                        encoder=EncoderConfig(d_model=256, n_layers=2, dropout=0.0)),
+            TrainConfig(steps=5000, batch_size=32, lr=7e-4, warmup=0.05, eval_every=1000,
+                        val_limit=500, save_every=250, guided_steps=5000),
+            SynthConfig(min_len=1, max_len=12, clean_fraction=0.25, decorative_weight=0.5),
+            {"train": 48000, "val": 500, "test": 1000},
+            "0-9a-zA-Z in 83 font families and every distortion, tested on 11 unseen families, "
+            "half-width ResNet34 + 2 Mamba layers: ~27 min on 2 cores",
+        ),
+        "gpu": Profile(
+            "gpu",
+            ModelConfig(
+                chars=DEFAULT_CHARS,
+                backbone=BackboneConfig(pretrained=True, adaptation="adapter", freeze="auto"),
+                encoder=EncoderConfig(pretrained=PRETRAINED_MAMBA, n_layers=6, lora_r=16,
+                                      lora_alpha=32, dropout=0.1)),
+            TrainConfig(steps=20000, batch_size=64, lr=3e-4, grad_clip=1.0, eval_every=1000,
+                        val_limit=2000, save_every=500, workers=2, guided_steps=2000),
+            SynthConfig(min_len=1, max_len=12, clean_fraction=0.1),
+            {"train": 200000, "val": 2000, "test": 2000},
+            "ImageNet ResNet34 (freeze strategy) + mamba-130m (6 layers, LoRA), AMP: Colab T4 or better",
+        ),
+    }
+
+
+def profile_with(name: str, **train_overrides: Any) -> Profile:
+    """A copy of profile ``name`` with some training settings changed (None: unchanged).
+
+    Raises:
+        KeyError: naming the known profiles, for an unknown name.
+        AttributeError: for a setting :class:`TrainConfig` does not have.
+    """
+    known = profiles()
+    if name not in known:
+        raise KeyError(f"unknown profile {name!r}; profiles are {sorted(known)}")
+    prof = copy.deepcopy(known[name])
+    for k, v in train_overrides.items():
+        if not hasattr(prof.train, k):
+            raise AttributeError(f"TrainConfig has no setting {k!r}")
+        if v is not None:
+            setattr(prof.train, k, v)
+    return prof
