@@ -1,7 +1,42 @@
-"""ocrlib: the thin library under the MambaOCR workbook notebooks.
+"""ocrlib: the thin library under the MambaOCR workbook notebooks. One module per idea;
+importing ``ocrlib`` itself loads nothing heavy.
 
-One module per concept: :mod:`charset`, :mod:`fonts`, :mod:`synth`, :mod:`data`,
-:mod:`clean`, :mod:`notebook`. Importing ``ocrlib`` itself loads nothing heavy.
+Data (notebook 01)
+    :mod:`charset`   the characters, the CTC blank, encoding labels
+    :mod:`fonts`     the pinned font pool (and the machine's fonts), glyph checks, held-out families
+    :mod:`synth`     the random choices of a synthetic sample, generating labelled folders
+    :mod:`render`    drawing one sample from its choices (ink, geometry, paper, sensor)
+    :mod:`folder`    labelled folders on disk: labels.txt, meta.jsonl, synth.json, write order
+    :mod:`data`      image loading and normalisation, the Dataset, the CTC batch
+
+Model (notebooks 02-04)
+    :mod:`backbone`  ResNet34 as a sequence extractor, adapters, LoRA, freezing
+    :mod:`scan`      the selective scan: reference, fast CPU, parallel
+    :mod:`mixer`     one Mamba mixer step by step, and which scan runs where
+    :mod:`encoder`   Mamba, BiLSTM and Transformer encoders; pretrained Mamba loading
+    :mod:`model`     the whole recogniser and its config
+    :mod:`sizes`     parameter counts and memory estimates
+
+Training (notebook 04)
+    :mod:`profiles`  training settings and the named profiles (tiny, laptop, gpu)
+    :mod:`losses`    CTC and the alignment-guided start
+    :mod:`sampler`   the order of training batches (width buckets, exact resume)
+    :mod:`precision` device, autocast dtype, the numerics of a run (``OCRLIB_AMP``)
+    :mod:`train`     the training loop, its state and checkpoints
+    :mod:`checkpoint` saving and loading checkpoints safely
+
+Reading and analysing (notebooks 05-06)
+    :mod:`decoding`  greedy decoding and CTC prefix beam search
+    :mod:`metrics`   CER, WER, alignments (jiwer)
+    :mod:`inference` the Recognizer: read images, evaluate a folder
+    :mod:`analysis`  error tables, confusions, breakdowns, alignment views
+    :mod:`browser`   the error browser (logic, and its ipywidgets face)
+    :mod:`viz`       sample grids, label statistics, training curves
+
+Around it
+    :mod:`cli`       the ``ocrlib`` command;  :mod:`notebook`: the setup call of every notebook
+    :mod:`colab`     getting a notebook ready on Colab;  :mod:`clean`: removing generated files
+    :mod:`io`        atomic file writes
 """
 
 __version__ = "0.1.0"

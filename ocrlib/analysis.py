@@ -7,7 +7,6 @@ Everything here works on a :class:`pandas.DataFrame` with one row per sample (se
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -21,14 +20,16 @@ import torch
 from PIL import Image
 
 from .charset import BLANK, Charset
-from .data import read_meta
-from .io import atomic_write_text
+from . import folder as labelled
+from .folder import read_meta
+from .io import atomic_write
 from .metrics import Edit, align, cer, error_counts, sample_cer
 
 #: Error kinds, as :func:`error_kinds` names them.
 ERROR_KINDS = ("substitution", "dropped repeat", "deletion", "doubled character", "insertion")
 #: Generator metadata copied into the error table when ``meta.jsonl`` has it.
-META_FIELDS = ("font", "size", "angle", "blur", "noise", "bg", "fg")
+META_FIELDS = ("font", "family", "size", "angle", "blur", "noise", "bg", "fg", "background",
+               "stretch", "shear", "lines", "lowres", "jpeg")
 
 
 def error_kinds(reference: str, prediction: str, edits: list[Edit] | None = None) -> list[str]:
@@ -157,7 +158,7 @@ def breakdown(table: pd.DataFrame, by: str, bins: Sequence[float] | int | None =
     return pd.DataFrame(rows, columns=["group", "n", "cer", "accuracy"])
 
 
-def plot_breakdowns(table: pd.DataFrame, columns: Sequence[str] = ("length", "font", "abs_angle",
+def plot_breakdowns(table: pd.DataFrame, columns: Sequence[str] = ("length", "family", "abs_angle",
                                                                   "blur", "noise")) -> Any:
     """One bar chart of CER per group for each column present in the table; returns the figure."""
     import matplotlib.pyplot as plt
@@ -226,8 +227,9 @@ def plot_alignment(image: torch.Tensor | Image.Image, log_probs: torch.Tensor, c
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(image, torch.Tensor):
-        pixels = (image.detach().cpu().permute(1, 2, 0) * 0.5 + 0.5).clamp(0, 1).numpy()
+    if isinstance(image, torch.Tensor):  # network input: stretched to 0..1 for display
+        pixels = image.detach().cpu().float().permute(1, 2, 0)
+        pixels = ((pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-6)).numpy()
     else:
         pixels = np.asarray(image.convert("RGB"))
     H, W = pixels.shape[:2]
@@ -294,50 +296,35 @@ def failure_grid(table: pd.DataFrame, path: str | os.PathLike[str], n: int = 9, 
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 def save_selection(table: pd.DataFrame, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Copy the table's samples into a labelled folder in ``ocrlib synth``'s format
-    (``images/``, ``labels.txt`` with the *references* as labels, ``meta.jsonl``), ready for
+    """Copy the table's samples into a labelled folder (:mod:`ocrlib.folder`: ``images/``,
+    ``meta.jsonl``, ``labels.txt`` with the *references* as labels), ready for
     :class:`ocrlib.data.OCRDataset` and for retraining.
 
-    Refuses a non-empty ``out`` unless ``overwrite``; ``labels.txt`` is written last and
-    atomically, so an interrupted save never leaves a folder that looks complete.
+    Refuses a non-empty ``out`` unless ``overwrite``; ``labels.txt`` is removed first and
+    written last, atomically, so an interrupted save never leaves a folder that looks complete.
     """
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass overwrite=True to replace it")
-        for name in ("images", "labels.txt", "meta.jsonl"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    out = labelled.prepare(out, overwrite)
     labels, metas = [], []
     for k, (_, row) in enumerate(table.iterrows()):
         src = Path(row["path"])
         if not src.is_file():
             raise FileNotFoundError(f"{src}: image of the selection is missing")
-        if any(ch in row["reference"] for ch in "\t\n"):
-            raise ValueError(f"{src}: label {row['reference']!r} holds a tab or newline")
-        rel = f"images/{k:06d}{src.suffix.lower()}"
+        rel = labelled.image_name(k, src.suffix.lower())
         shutil.copyfile(src, out / rel)
-        labels.append(f"{rel}\t{row['reference']}\n")
+        labels.append((rel, row["reference"]))
         meta = {"image": rel, "label": row["reference"], "source": str(src),
                 "prediction": row["prediction"]}
         for f in META_FIELDS:
             if f in row and row[f] is not None and not (isinstance(row[f], float) and math.isnan(row[f])):
                 meta[f] = list(row[f]) if isinstance(row[f], tuple) else row[f]
-        metas.append(json.dumps(meta) + "\n")
-    atomic_write_text(out / "meta.jsonl", "".join(metas))
-    atomic_write_text(out / "labels.txt", "".join(labels))
+        metas.append(meta)
+    labelled.finish(out, labels, metas)
     return out
 
 
@@ -354,7 +341,7 @@ def view_alignment(recognizer: Any, row: pd.Series, classes: str = "used") -> An
     """:func:`plot_alignment` for one row of an error table, read again by ``recognizer``."""
     from .data import load_image
 
-    x = recognizer.prepare([load_image(row["path"])])
-    log_probs = recognizer.log_probs(x)[0]
-    return plot_alignment(x[0], log_probs, recognizer.model.charset, row["reference"],
+    batch = recognizer.prepare([load_image(row["path"])])
+    log_probs = recognizer.log_probs(batch.images)[0]
+    return plot_alignment(batch.images[0], log_probs, recognizer.model.charset, row["reference"],
                           row["prediction"], classes=classes)

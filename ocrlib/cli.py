@@ -20,7 +20,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     )
     common = dict(workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
     if args.profile:
-        from .train import profiles
+        from .profiles import profiles
 
         prof = profiles()[args.profile]
         cfg = replace(prof.synth, text_file=args.text_file)
@@ -32,11 +32,6 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             name, _, count = part.partition("=")
             sizes[name.strip()] = int(count)
         results = generate_splits(args.out, sizes, args.seed, cfg, **common)
-        if args.profile and prof.warmup is not None:
-            from pathlib import Path
-
-            results["warmup"] = generate(Path(args.out) / "warmup", prof.warmup.n, args.seed,
-                                         prof.warmup.synth, split="custom", **common)
         for name, res in results.items():
             print(f"{name}: {res.n} images in {res.out} ({len(res.fonts)} fonts)")
     else:
@@ -71,6 +66,26 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fonts(args: argparse.Namespace) -> int:
+    from .fonts import FAMILIES, HELD_OUT, family_of, font_pool
+
+    faces = font_pool(args.chars, args.pool)
+    groups = family_of(faces)
+    print(f"{len(faces)} faces in {len(groups)} families ({args.pool} pool)")
+    print(f"{'family':26}{'faces':>6}  {'category':12}{'split':10}{'source':12}licence")
+    for family, members in groups.items():
+        info = FAMILIES.get(family)
+        split = "held out" if family in HELD_OUT else "train"
+        src = info.source if info else "machine"
+        lic = members[0].licence or (info.licence if info else "?")
+        cat = members[0].category or (info.category if info else "?")
+        print(f"{family:26}{len(members):>6}  {cat:12}{split:10}{src:12}{lic}")
+        if args.faces:
+            for f in members:
+                print(f"    {f.name}  ({f.path}{', ' + f.variation if f.variation else ''})")
+    return 0
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from .data import read_labels
     from .viz import label_stats, sample_grid
@@ -91,19 +106,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .train import profile_with, train_profile
+    from .profiles import profile_with
+    from .train import train_profile
 
     prof = profile_with(args.profile, steps=args.steps, batch_size=args.batch_size,
                         device=args.device, amp=args.amp, seed=args.seed)
-    needed = ["train", "val"] + (["warmup"] if prof.warmup is not None and not args.resume else [])
-    for name in needed:
+    for name in ("train", "val"):
         folder = getattr(args, name)
         if not (Path(folder) / "labels.txt").is_file():
             raise FileNotFoundError(
                 f"no labels.txt in {folder}: generate the data first, e.g. "
                 f"`ocrlib synth --out {Path(folder).parent} --profile {args.profile}`")
-    res = train_profile(prof, args.train, args.val, args.out, warmup_dir=args.warmup,
-                        resume=args.resume, progress=not args.quiet)
+    res = train_profile(prof, args.train, args.val, args.out, resume=args.resume,
+                        init_from=args.init_from, progress=not args.quiet)
     print(f"trained {res.step} steps in {res.seconds:.0f} s; best validation CER "
           f"{res.best_cer:.4f}; skipped batches: {res.skipped_batches}")
     print(f"best checkpoint: {res.best}\nresume checkpoint: {res.last}")
@@ -185,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default="laptop", choices=["tiny", "laptop", "gpu"])
     t.add_argument("--train", default="data/train", help="labelled training folder")
     t.add_argument("--val", default="data/val", help="labelled validation folder")
-    t.add_argument("--warmup", default="data/warmup",
-                   help="easy warm-up set, for profiles with a warm-up stage (laptop)")
+    t.add_argument("--init-from", metavar="CKPT",
+                   help="start from this checkpoint's weights (fine-tuning; same model)")
     t.add_argument("--out", default="checkpoints/best_mamba_ocr.pth", help="best checkpoint")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.add_argument("--steps", type=int, help="override the profile's number of steps")
@@ -216,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--beam-width", type=int, default=10)
         e.add_argument("--batch-size", type=int, default=64)
         e.add_argument("--device", default="cpu")
+
+    f = sub.add_parser("fonts", help="list the font pool: families, categories, licences")
+    f.add_argument("--pool", default="all", choices=["all", "train", "held_out", "system"])
+    f.add_argument("--chars", default=DEFAULT_CHARS, help="faces must cover these characters")
+    f.add_argument("--faces", action="store_true", help="list every face and its file")
+    f.set_defaults(func=_cmd_fonts)
 
     v = sub.add_parser("show", help="summarise a labelled folder (and draw a sample grid)")
     v.add_argument("folder")

@@ -16,7 +16,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_model
-from .data import DataError, OCRDataset, ctc_collate, image_to_tensor, load_image
+from .data import (
+    Batch, DataError, OCRDataset, Sample, as_rgb, ctc_collate, load_image, to_input,
+)
 from .decoding import Decoded, decode
 from .metrics import scores
 from .model import MambaOCR
@@ -36,18 +38,25 @@ class Recognizer:
         beam_width: beam size for ``"beam"``.
         top_n: with ``"beam"``, also return this many readings in all (the best first)
             as :attr:`Decoded.alternatives`.
+        max_width: lines wider than this (in pixels at the model's height) are squeezed to it;
+            default twice the width the model was trained at. Narrower lines are read at their
+            own width: the network is convolutional and the encoder recurrent, so a line
+            longer than any in training is read as it is rather than squeezed out of shape.
     """
 
     model: MambaOCR
     decoder: str = "greedy"
     beam_width: int = 10
     top_n: int = 1
+    max_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.decoder not in ("greedy", "beam"):
             raise ValueError(f"decoder must be greedy or beam, got {self.decoder!r}")
         if self.beam_width < 1:
             raise ValueError(f"beam width must be at least 1, got {self.beam_width}")
+        if self.max_width is None:
+            self.max_width = 2 * self.model.cfg.width
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str = "cpu", **kw: Any) -> Recognizer:
@@ -64,19 +73,26 @@ class Recognizer:
         self.model.eval()
         return self.model(images.to(self.device)).float().log_softmax(-1)
 
-    def decode(self, log_probs: torch.Tensor) -> list[Decoded]:
-        """Decode ``(B, T, V)`` log-probabilities with the chosen decoder."""
-        return decode(log_probs, self.model.charset, self.decoder, self.beam_width, self.top_n)
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor | None = None) -> list[Decoded]:
+        """Decode ``(B, T, V)`` log-probabilities with the chosen decoder; ``lengths`` ``(B,)``
+        are the frames of each line (padding excluded; default T)."""
+        return decode(log_probs, self.model.charset, self.decoder, self.beam_width, self.top_n,
+                      lengths)
 
-    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images (any mode) -> the ``(B, 3, H, W)`` batch the model reads (resized, padded)."""
+    def prepare(self, images: Sequence[Image.Image]) -> Batch:
+        """PIL images (any mode, as :func:`ocrlib.data.as_rgb` converts them) -> the batch the
+        model reads: ``images`` ``(B, 3, H, W)`` resized, normalised and padded, ``frames``."""
         cfg = self.model.cfg
-        return torch.stack([image_to_tensor(im.convert("RGB") if im.mode != "RGB" else im,
-                                            cfg.height, cfg.width) for im in images])
+        samples = []
+        for k, im in enumerate(images):
+            t, fill = to_input(as_rgb(im), cfg.height, self.max_width, cfg.normalize)
+            samples.append(Sample(t, [], "", f"<image {k}>", fill))
+        return ctc_collate(samples)
 
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
         """Read PIL images (any mode)."""
-        return self.decode(self.log_probs(self.prepare(images)))
+        batch = self.prepare(images)
+        return self.decode(self.log_probs(batch.images), batch.frames)
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
                  limit: int | None = None) -> dict[str, Any]:
@@ -89,27 +105,29 @@ class Recognizer:
         (they count as errors) and a warning says how many there were.
         """
         cfg = self.model.cfg
-        ds = OCRDataset(folder, self.model.charset, cfg.height, cfg.width, targets=False)
-        if limit:
-            ds.items = ds.items[:limit]
+        ds = OCRDataset(folder, self.model.charset, cfg.height, self.max_width, targets=False,
+                        normalize=cfg.normalize, limit=limit or None)
         if ds.unknown_labels:
             log.warning("%s: %d labels hold characters outside the model's charset; "
                         "they are scored as they are", folder, ds.unknown_labels)
-        loader = DataLoader(ds, batch_size=batch_size, collate_fn=ctc_collate)
-        refs, hyps, confs, alts, paths = [], [], [], [], []
         t0 = time.perf_counter()
-        for batch in loader:
-            decoded = self.decode(self.log_probs(batch.images))
-            refs += batch.texts
-            paths += batch.paths
-            hyps += [d.text for d in decoded]
-            confs += [d.confidence for d in decoded]
-            alts += [d.alternatives for d in decoded]
+        # lines of similar widths in a batch (less padding to compute), results in file order
+        order = sorted(range(len(ds)), key=ds.widths().__getitem__)
+        batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+        loader = DataLoader(ds, batch_sampler=batches, collate_fn=ctc_collate)
+        decoded: list[Any] = [None] * len(ds)
+        for idx, batch in zip(batches, loader):
+            for i, d in zip(idx, self.decode(self.log_probs(batch.images), batch.frames)):
+                decoded[i] = d
         seconds = time.perf_counter() - t0
+        refs = [it.text for it in ds.items]
+        hyps = [d.text for d in decoded]
         return {
             **scores(refs, hyps), "images_per_s": len(refs) / max(seconds, 1e-9),
             "unknown_labels": ds.unknown_labels, "references": refs, "predictions": hyps,
-            "confidences": confs, "alternatives": alts, "paths": [str(p) for p in paths],
+            "confidences": [d.confidence for d in decoded],
+            "alternatives": [d.alternatives for d in decoded],
+            "paths": [str(it.path) for it in ds.items],
         }
 
 

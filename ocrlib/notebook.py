@@ -28,11 +28,12 @@ def setup(seed: int = 0, threads: int | None = None, deterministic: bool = True,
           quiet: bool = True) -> None:
     """Make a notebook reproducible and its printed output stable.
 
-    Seeds everything, asks torch for deterministic algorithms (with a warning, not an
-    error, where none exist), fixes the thread count (``threads``, else ``OMP_NUM_THREADS``
-    when set, else 2), sets print precision, selects the
-    PNG (Agg-rendered inline) matplotlib backend and quiets library loggers and warnings
-    that would otherwise write to stderr, which nbval compares.
+    Seeds everything, asks torch for deterministic algorithms where it has them (not an
+    error where it has none), fixes the thread count (``threads``, else ``OMP_NUM_THREADS``
+    when set, else 2), sets print precision, selects the PNG (Agg-rendered inline) matplotlib
+    backend and, with ``quiet``, quiets the libraries' loggers and their ``UserWarning`` and
+    ``FutureWarning`` notices (torch's "no deterministic implementation" among them), which
+    would otherwise write to stderr, which nbval compares. ocrlib's own warnings still show.
     """
     import numpy as np
     import torch
@@ -60,8 +61,10 @@ def setup(seed: int = 0, threads: int | None = None, deterministic: bool = True,
         logging.getLogger().setLevel(logging.WARNING)
         for name in ("transformers", "peft", "PIL", "matplotlib", "fontTools"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
+        for module in ("torch", "torchvision", "transformers", "peft", "matplotlib", "PIL",
+                       "jupyter_client", "ipywidgets"):
+            for category in (UserWarning, FutureWarning):
+                warnings.filterwarnings("ignore", category=category, module=module)
         try:
             import transformers
 
@@ -106,7 +109,9 @@ def tiny_model(root: str | os.PathLike[str], progress: bool = False) -> TrainedM
     run and a fresh one are the same model)."""
     from .checkpoint import differences_from, read_checkpoint
     from .synth import generate
-    from .train import last_path, numerics, profiles, resolve_amp, resolve_device, train
+    from .precision import numerics, resolve_amp, resolve_device
+    from .profiles import profiles
+    from .train import last_path, train
 
     prof = profiles()["tiny"]
     data, best = Path(root) / "data" / "tiny", Path(root) / "checkpoints" / "tiny" / "best_mamba_ocr.pth"

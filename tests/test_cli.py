@@ -40,10 +40,23 @@ def test_train_without_data_says_how_to_make_it(tmp_path):
 
 
 def test_synth_with_a_profile_uses_its_charset_and_style(tmp_path):
+    import dataclasses
     import json
+
+    from ocrlib.train import profiles
 
     proc = _ocrlib("synth", "--out", str(tmp_path), "--profile", "tiny", "--splits", "train=3,val=2",
                    "--quiet", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "train" / "synth.json").read_text())
-    assert manifest["config"]["chars"] == "0123456789" and manifest["config"]["max_angle"] == 0.0
+    tiny = profiles()["tiny"].synth
+    assert manifest["config"]["chars"] == tiny.chars and manifest["config"]["max_angle"] == tiny.max_angle
+    assert manifest["config"]["effects"] == dataclasses.asdict(tiny.effects)
+
+
+def test_fonts_lists_the_pool_with_licences():
+    proc = _ocrlib("fonts", "--pool", "held_out")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "held_out pool" in lines[0] and "licence" in lines[1]
+    assert any("Kalam" in line and "held out" in line and "OFL" in line for line in lines)

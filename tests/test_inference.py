@@ -42,7 +42,7 @@ def test_eval_counts_labels_outside_the_charset(trained, tmp_path):
     folder = tmp_path / "mixed"
     (folder / "images").mkdir(parents=True)
     Image.new("RGB", (60, 32), "white").save(folder / "images" / "a.png")
-    (folder / "labels.txt").write_text("images/a.png\tAB12\nimages/a.png\t12\n")
+    (folder / "labels.txt").write_text("images/a.png\tA#2\nimages/a.png\t12\n")
     r = Recognizer.from_checkpoint(ckpt).evaluate(folder)
     assert r["n"] == 2 and r["unknown_labels"] == 1
 
@@ -108,3 +108,22 @@ def test_eval_draws_the_failure_grid(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n"] == 6  # --json output stays one object
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_image_in_memory_reads_as_the_same_file_on_disk(trained, tmp_path):
+    """One loader (ocrlib.data.as_rgb) for both: an RGBA image is composited over white either way."""
+    import numpy as np
+
+    from ocrlib.data import load_image
+
+    _, ckpt = trained
+    rgba = Image.new("RGBA", (90, 32), (0, 0, 0, 0))
+    arr = np.array(rgba)
+    arr[8:24, 10:80] = (20, 20, 20, 255)  # an opaque dark bar on a transparent background
+    rgba = Image.fromarray(arr)
+    rgba.save(tmp_path / "t.png")
+    rec = Recognizer.from_checkpoint(ckpt)
+    a, b = rec.prepare([rgba]), rec.prepare([load_image(tmp_path / "t.png")])
+    assert a.images.shape == b.images.shape
+    assert np.allclose(a.images.numpy(), b.images.numpy())
+    assert rec.read([rgba])[0].text == rec.read([load_image(tmp_path / "t.png")])[0].text
