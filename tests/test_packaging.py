@@ -19,29 +19,24 @@ def _name(req: str) -> str:
     return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _pip_section_of_environment() -> dict[str, str]:
-    lines = (ROOT / "environment.yml").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
-    reqs = {}
-    for line in lines[start + 1:]:
-        item = line.strip()
-        if not item.startswith("- "):
-            continue
-        item = item[2:].strip()
-        if item.startswith("-e"):
-            continue
-        reqs[_name(item)] = item.replace(" ", "")
-    return reqs
-
-
-def test_environment_yml_names_the_same_dependencies_as_pyproject():
+def test_environment_yml_installs_the_project_with_its_dev_tools():
+    """One list of dependencies (pyproject.toml): conda's pip step installs the project."""
+    lines = [line.strip() for line in (ROOT / "environment.yml").read_text().splitlines()]
+    pip_items = lines[lines.index("- pip:") + 1:]
+    assert [x for x in pip_items if x.startswith("- ")] == ["- -e .[dev]"]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
-    env = _pip_section_of_environment()
-    assert {_name(r) for r in wanted} == set(env)
-    # and with the same version ranges
-    for r in wanted:
-        assert env[_name(r)] == r.replace(" ", ""), r
+    assert "dev" in project["optional-dependencies"]
+
+
+def test_every_pinned_font_family_is_a_pinned_dependency():
+    from ocrlib.fonts import FAMILIES
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = {_name(r): r for r in project["dependencies"]}
+    for family, info in FAMILIES.items():
+        if info.source == "fontpkg":
+            pkg = "fontpkg-" + family.lower().replace(" ", "-")
+            assert pkg in deps and "==" in deps[pkg], f"{family}: {pkg} is not pinned"
 
 
 def test_torch_range_admits_the_versions_this_machine_installs():
