@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 import torch
 
-from ocrlib.encoder import EncoderConfig, build_encoder, count_params, lstm_hidden_for
+from ocrlib.encoder import EncoderConfig, build_encoder, lstm_hidden_for
+from ocrlib.sizes import count_params
 
 B, T, C_IN = 16, 80, 512
 MAMBA = dict(kind="mamba", d_model=256, n_layers=4, dropout=0.0)

@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode_speed import from_checkpoint, trained_like  # noqa: E402
 
 from ocrlib.decoding import beam_search_batch, greedy_decode  # noqa: E402
-from ocrlib.encoder import EncoderConfig, build_encoder, count_params, lstm_hidden_for  # noqa: E402
+from ocrlib.encoder import EncoderConfig, build_encoder, lstm_hidden_for  # noqa: E402
+from ocrlib.sizes import count_params  # noqa: E402
 from ocrlib.model import MambaOCR  # noqa: E402
 from ocrlib.train import profiles  # noqa: E402
 
