@@ -160,7 +160,8 @@ def tiny(device: torch.device, dry: bool) -> None:
     from ocrlib.train import train
 
     prof = profile_with("tiny", device=str(device), amp="auto",
-                        steps=40 if dry else 200, eval_every=20 if dry else 100)
+                        steps=40 if dry else 200, eval_every=20 if dry else 100,
+                        save_every=10 if dry else 50)  # a checkpoint at the kill, to resume from
     data = WORK / "tiny"
     sizes = {"train": 200, "val": 40, "test": 40} if dry else prof.sizes
     generate_splits(data, sizes, seed=0, cfg=prof.synth, progress=False, overwrite=True)

@@ -108,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "PP-OCRv4 rec": ppocr_reader(),
     }
     print(f"{args.data}: {len(items)} lines")
-    print(f"| reader | CER | CER (case-insensitive) | line accuracy | images/s |")
-    print(f"|---|---|---|---|---|")
+    print("| reader | CER | CER (case-insensitive) | line accuracy | images/s |")
+    print("|---|---|---|---|---|")
     for name, reader in readers.items():
         if isinstance(reader, str):
             print(f"| {name} | skipped: {reader} | | | |")

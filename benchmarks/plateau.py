@@ -13,7 +13,7 @@ recipe adding one change to the one before:
 5. ``+ guided start``: the renderer's character positions as frame targets beside CTC, fading.
 
 Printed: greedy validation CER every ``--every`` steps and, at the end, the mean probability
-of the blank over the validation frames (near 1 on the plateau). Written with ``--out``: a JSON
+of the blank over the validation frames. Written with ``--out``: a JSON
 file with every curve (notebook 04 draws it).
 
     python benchmarks/plateau.py [--steps 600] [--every 100] [--seed 0] [--amp auto]

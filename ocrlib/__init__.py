@@ -4,6 +4,7 @@ importing ``ocrlib`` itself loads nothing heavy.
 Data (notebook 01)
     :mod:`charset`   the characters, the CTC blank, encoding labels
     :mod:`fonts`     the pinned font pool (and the machine's fonts), glyph checks, held-out families
+    :mod:`text`      random mixed text, or the lines of a text file
     :mod:`synth`     the random choices of a synthetic sample, generating labelled folders
     :mod:`render`    drawing one sample from its choices (ink, geometry, paper, sensor)
     :mod:`folder`    labelled folders on disk: labels.txt, meta.jsonl, synth.json, write order
@@ -29,9 +30,9 @@ Reading and analysing (notebooks 05-06)
     :mod:`decoding`  greedy decoding and CTC prefix beam search
     :mod:`metrics`   CER, WER, alignments (jiwer)
     :mod:`inference` the Recognizer: read images, evaluate a folder
-    :mod:`analysis`  error tables, confusions, breakdowns, alignment views
+    :mod:`analysis`  error tables, confusions, breakdowns, the numbers behind alignment views
     :mod:`browser`   the error browser (logic, and its ipywidgets face)
-    :mod:`viz`       sample grids, label statistics, training curves
+    :mod:`viz`       every figure: sample grids, training curves, confusions, breakdowns, alignment view, failure grid
 
 Around it
     :mod:`cli`       the ``ocrlib`` command;  :mod:`notebook`: the setup call of every notebook

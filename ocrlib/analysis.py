@@ -1,5 +1,6 @@
-"""Taking a model's errors apart (notebook 06): an error table, confusions, breakdowns,
-CTC alignment views and a static grid of failures.
+"""Taking a model's errors apart (notebook 06): an error table, confusions, breakdowns, the
+data of the CTC alignment view, the worst cases, and saving a selection for retraining. The
+figures drawn from these are in :mod:`ocrlib.viz`.
 
 Everything here works on a :class:`pandas.DataFrame` with one row per sample (see
 :func:`error_table`), so a learner can also slice it by hand.
@@ -17,12 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
-from .charset import BLANK, Charset
+from .charset import Charset
 from . import folder as labelled
 from .folder import read_meta
-from .io import atomic_write
 from .metrics import Edit, align, cer, error_counts, sample_cer
 
 #: Error kinds, as :func:`error_kinds` names them.
@@ -117,28 +116,6 @@ def confusion_matrix(table: pd.DataFrame, chars: str) -> pd.DataFrame:
     return m
 
 
-def plot_confusion_matrix(matrix: pd.DataFrame, ax: Any = None) -> Any:
-    """Heat map of :func:`confusion_matrix` (rows: truth, columns: reading); returns the figure."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        n = len(matrix)
-        _, ax = plt.subplots(figsize=(min(14, 2 + 0.35 * n), min(12, 1.5 + 0.3 * n)))
-    im = ax.imshow(matrix.to_numpy(), cmap="Reds", interpolation="nearest")
-    ax.set_xticks(range(len(matrix.columns)), list(matrix.columns))
-    ax.set_yticks(range(len(matrix.index)), list(matrix.index))
-    ax.set_xlabel("read as (∅: deleted)")
-    ax.set_ylabel("truth (∅: inserted)")
-    top = max(1, int(matrix.to_numpy().max()))
-    for (i, j), v in np.ndenumerate(matrix.to_numpy()):
-        if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                    color="white" if v > top / 2 else "black")
-    ax.figure.colorbar(im, ax=ax, fraction=0.04)
-    ax.set_title("character confusions")
-    return ax.figure
-
-
 def breakdown(table: pd.DataFrame, by: str, bins: Sequence[float] | int | None = None) -> pd.DataFrame:
     """Error rates per group of ``by`` (a column: ``length``, ``font``, ``abs_angle``, ``blur``,
     ``noise``...): columns ``group, n, cer, accuracy``, where ``cer`` is corpus-level within the
@@ -156,36 +133,6 @@ def breakdown(table: pd.DataFrame, by: str, bins: Sequence[float] | int | None =
                      "cer": cer(list(part["reference"]), list(part["prediction"])),
                      "accuracy": float(part["correct"].mean())})
     return pd.DataFrame(rows, columns=["group", "n", "cer", "accuracy"])
-
-
-def plot_breakdowns(table: pd.DataFrame, columns: Sequence[str] = ("length", "family", "abs_angle",
-                                                                  "blur", "noise")) -> Any:
-    """One bar chart of CER per group for each column present in the table; returns the figure."""
-    import matplotlib.pyplot as plt
-
-    present = [c for c in columns if c in table.columns and table[c].notna().any()]
-    fig, axes = plt.subplots(1, max(1, len(present)), figsize=(3.6 * max(1, len(present)), 3.4),
-                             squeeze=False)
-    for ax, col in zip(axes[0], present):
-        b = breakdown(table, col)
-        names = [_group_name(g) for g in b["group"]]
-        if col == "font":  # long names: the most error-prone fonts, shortened
-            b = b.sort_values("cer", ascending=False).head(12)
-            names = [str(g)[:18] for g in b["group"]]
-        ax.bar(range(len(b)), b["cer"], color="tab:red")
-        ax.set_xticks(range(len(b)), names, rotation=60 if col == "font" else 30, ha="right",
-                      fontsize=7)
-        for x, (c, n) in enumerate(zip(b["cer"], b["n"])):
-            ax.text(x, c, f"n={n}", ha="center", va="bottom", fontsize=6)
-        ax.set_title(f"CER by {col}")
-    fig.tight_layout()
-    return fig
-
-
-def _group_name(group: Any) -> str:
-    if isinstance(group, pd.Interval):  # cut's lower edge dips below the minimum: show it as 0
-        return f"{max(group.left, 0.0):.3g}–{group.right:.3g}"
-    return str(group)
 
 
 def frame_columns(width: int, frames: int) -> np.ndarray:
@@ -213,92 +160,12 @@ def alignment_data(log_probs: torch.Tensor, charset: Charset, width: int) -> dic
             "best_path": best, "labels": labels}
 
 
-def plot_alignment(image: torch.Tensor | Image.Image, log_probs: torch.Tensor, charset: Charset,
-                   reference: str | None = None, prediction: str | None = None,
-                   classes: str = "used") -> Any:
-    """The image with, under it on the same x axis, every frame's class probabilities.
-
-    Args:
-        image: ``(3, H, W)`` normalised tensor (as the model saw it) or a PIL image.
-        log_probs: ``(T, V)`` for this image.
-        classes: ``"used"`` shows the blank plus the classes that reach 5% somewhere or are
-            in the reference (readable for 62 characters); ``"all"`` every class.
-    Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if isinstance(image, torch.Tensor):  # network input: stretched to 0..1 for display
-        pixels = image.detach().cpu().float().permute(1, 2, 0)
-        pixels = ((pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-6)).numpy()
-    else:
-        pixels = np.asarray(image.convert("RGB"))
-    H, W = pixels.shape[:2]
-    d = alignment_data(log_probs, charset, W)
-    rows = list(range(len(d["labels"])))
-    if classes == "used":
-        wanted = set(reference or "")
-        rows = [r for r in rows if r == BLANK or d["probs"][r].max() >= 0.05 or d["labels"][r] in wanted]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 1.2 + 0.22 * len(rows) + 1.2), sharex=True,
-                                      gridspec_kw={"height_ratios": [1.2, max(1.0, 0.22 * len(rows))]})
-    top.imshow(pixels, extent=(0, W, H, 0), aspect="auto")
-    top.set_yticks([])
-    title = []
-    if reference is not None:
-        title.append(f"truth {reference!r}")
-    if prediction is not None:
-        title.append(f"read {prediction!r}")
-    top.set_title("   ".join(title))
-    bottom.imshow(d["probs"][rows], extent=(0, W, len(rows) - 0.5, -0.5), aspect="auto",
-                  cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-    bottom.set_yticks(range(len(rows)), [d["labels"][r] for r in rows], fontsize=7)
-    for x0, _ in d["columns"][1:]:
-        for ax in (top, bottom):
-            ax.axvline(x0, color="tab:blue", lw=0.3, alpha=0.4)
-    for (x0, x1), lab in zip(d["columns"], d["best_path"]):
-        if lab != "-":
-            top.text((x0 + x1) / 2, H + 1, lab, ha="center", va="top", color="tab:red", fontsize=8,
-                     clip_on=False)
-    bottom.set_xlabel("image column (blue lines: frame boundaries; red: best path's characters)")
-    fig.tight_layout()
-    return fig
-
-
 def worst(table: pd.DataFrame, n: int = 9) -> pd.DataFrame:
     """The ``n`` worst readings: highest CER first, then the least confident."""
     wrong = table[~table["correct"]]
     conf = wrong["confidence"].fillna(0.0) if "confidence" in wrong else 0.0
     return wrong.assign(_conf=conf).sort_values(["cer", "_conf"], ascending=[False, True]).drop(
         columns="_conf").head(n)
-
-
-def failure_grid(table: pd.DataFrame, path: str | os.PathLike[str], n: int = 9, cols: int = 3) -> Path:
-    """Write a PNG grid (3×3 by default) of the worst readings, for use without widgets.
-
-    Each tile shows the image, the truth and the reading. Returns the PNG's path."""
-    import matplotlib.pyplot as plt
-
-    from .viz import use_file_backend
-
-    use_file_backend()
-    rows = worst(table, n)
-    k = max(1, len(rows))
-    fig, axes = plt.subplots(math.ceil(k / cols), cols, figsize=(3.4 * cols, 1.3 * math.ceil(k / cols)),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (_, row) in zip(axes.flat, rows.iterrows()):
-        with Image.open(row["path"]) as im:
-            ax.imshow(im.convert("RGB"))
-        ax.set_title(f"truth {row['reference']}\nread  {row['prediction']}", fontsize=8,
-                     loc="left", family="monospace")
-    if rows.empty:
-        axes.flat[0].text(0.5, 0.5, "no errors", ha="center", va="center")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
-    plt.close(fig)
-    return path
 
 
 def save_selection(table: pd.DataFrame, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -335,13 +202,3 @@ def analyse(recognizer: Any, folder: str | os.PathLike[str], limit: int | None =
     r = recognizer.evaluate(folder, limit=limit)
     return error_table(r["references"], r["predictions"], r["paths"], r["confidences"],
                        r["alternatives"], folder=folder)
-
-
-def view_alignment(recognizer: Any, row: pd.Series, classes: str = "used") -> Any:
-    """:func:`plot_alignment` for one row of an error table, read again by ``recognizer``."""
-    from .data import load_image
-
-    batch = recognizer.prepare([load_image(row["path"])])
-    log_probs = recognizer.log_probs(batch.images)[0]
-    return plot_alignment(batch.images[0], log_probs, recognizer.model.charset, row["reference"],
-                          row["prediction"], classes=classes)

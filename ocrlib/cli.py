@@ -26,6 +26,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         cfg = replace(prof.synth, text_file=args.text_file)
         if not args.splits:
             args.splits = ",".join(f"{k}={v}" for k, v in prof.sizes.items())
+    if args.fonts is not None:
+        cfg = replace(cfg, font_pool=args.fonts, fonts=None)
     if args.splits:
         sizes = {}
         for part in args.splits.split(","):
@@ -136,7 +138,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit)
     keys = ("cer", "wer", "accuracy", "cer_ci", "n", "images_per_s")
     if args.failures:
-        from .analysis import error_table, failure_grid
+        from .analysis import error_table
+        from .viz import failure_grid
 
         table = error_table(r["references"], r["predictions"], r["paths"], r["confidences"])
         failure_grid(table, args.failures)
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-len", type=int, default=3)
     s.add_argument("--max-len", type=int, default=10)
     s.add_argument("--text-file", help="take labels from this file, one line per sample")
+    s.add_argument("--fonts", choices=["auto", "train", "held_out", "all", "system"],
+                   help="font pool (default auto: held-out families for the test split, the "
+                        "training families otherwise; system: this machine's fonts)")
     s.add_argument("--profile", choices=["tiny", "laptop", "gpu"],
                    help="use a training profile's charset, style and split sizes")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -24,7 +24,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .mixer import ScanPath, cuda_kernels, mixer_steps, resolve_scan  # noqa: F401  (re-exported)
-from .sizes import count_params  # noqa: F401  (re-exported: notebooks 03 and 04 import it here)
 
 log = logging.getLogger(__name__)
 

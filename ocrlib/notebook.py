@@ -90,7 +90,7 @@ class TrainedModel:
 
 def _same_synth(folder: Path, cfg: Any, n: int) -> bool:
     """Whether ``folder`` holds a finished set made with ``cfg`` and ``n`` samples."""
-    from .synth import read_manifest
+    from .folder import read_manifest
 
     try:
         manifest = read_manifest(folder)

@@ -45,7 +45,7 @@ from .precision import (  # noqa: F401  (re-exported: older scripts import them 
 )
 from .profiles import Profile, TrainConfig, profile_with, profiles  # noqa: F401  (re-exported)
 from .sampler import StepSampler
-from .synth import read_manifest
+from .folder import read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,10 @@
 import matplotlib
-import pandas as pd
 import pytest
 import torch
 
 from ocrlib.analysis import (alignment_data, breakdown, confusion_matrix, confusions, error_kinds,
-                             error_table, failure_grid, frame_columns, plot_alignment,
-                             plot_breakdowns, plot_confusion_matrix, save_selection, worst)
+                             error_table, frame_columns, save_selection, worst)
+from ocrlib.viz import failure_grid, plot_alignment, plot_breakdowns, plot_confusion_matrix
 from ocrlib.charset import Charset
 from ocrlib.data import OCRDataset, read_labels, read_meta
 from ocrlib.synth import SynthConfig, generate
@@ -95,7 +94,7 @@ def test_breakdowns_by_length_font_and_binned_numbers(folder):
         breakdown(real, "colour")
     fig = plot_breakdowns(real)
     assert [ax.get_title() for ax in fig.axes] == [
-        "CER by length", "CER by font", "CER by abs_angle", "CER by blur", "CER by noise"]
+        "CER by length", "CER by family", "CER by abs_angle", "CER by blur", "CER by noise"]
 
 
 def test_alignment_view_shapes():

@@ -60,3 +60,17 @@ def test_fonts_lists_the_pool_with_licences():
     lines = proc.stdout.splitlines()
     assert "held_out pool" in lines[0] and "licence" in lines[1]
     assert any("Kalam" in line and "held out" in line and "OFL" in line for line in lines)
+
+
+def test_synth_fonts_option_picks_the_pool(tmp_path):
+    import json
+
+    from ocrlib.fonts import HELD_OUT
+
+    proc = _ocrlib("synth", "--out", str(tmp_path / "h"), "--n", "6", "--fonts", "held_out",
+                   "--quiet", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in (tmp_path / "h" / "meta.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["family"] in HELD_OUT for r in rows)
+    bad = _ocrlib("synth", "--out", str(tmp_path / "x"), "--n", "2", "--fonts", "nope")
+    assert bad.returncode == 2 and "--fonts" in bad.stderr

@@ -8,6 +8,7 @@ from ocrlib.charset import DEFAULT_CHARS, Charset
 from ocrlib.data import read_labels
 from ocrlib.fonts import HELD_OUT
 from ocrlib.synth import SynthConfig, generate, generate_splits, sample_colours
+from ocrlib.text import random_text
 
 
 def _files(folder):
@@ -120,7 +121,7 @@ def test_text_file_lines_become_labels_and_bad_lines_are_named(tmp_path):
 
 def test_random_text_with_space_in_charset_makes_words():
     cfg = SynthConfig(chars=DEFAULT_CHARS + " ", min_len=8, max_len=12)
-    texts = [synth.random_text(np.random.default_rng(i), cfg) for i in range(200)]
+    texts = [random_text(np.random.default_rng(i), cfg) for i in range(200)]
     assert any(" " in t for t in texts)
     assert all(t == t.strip() and "  " not in t for t in texts)
 
@@ -145,9 +146,9 @@ def test_a_test_split_draws_from_fonts_never_used_for_training(tmp_path):
 
 def test_mixed_text_has_every_kind_and_respects_the_charset():
     cfg = SynthConfig(min_len=4, max_len=8)
-    texts = [synth.random_text(np.random.default_rng(i), cfg) for i in range(400)]
+    texts = [random_text(np.random.default_rng(i), cfg) for i in range(400)]
     assert any(t.islower() and t.isalpha() for t in texts) and any(t.isupper() for t in texts)
     assert any(t.isdigit() for t in texts) and any(t[0].isupper() and t[1:].islower() for t in texts)
     assert all(4 <= len(t) <= 8 for t in texts)
     digits = SynthConfig(chars="0123456789", min_len=4, max_len=8)
-    assert all(synth.random_text(np.random.default_rng(i), digits).isdigit() for i in range(100))
+    assert all(random_text(np.random.default_rng(i), digits).isdigit() for i in range(100))
