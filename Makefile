@@ -33,9 +33,10 @@ demo: $(STAMP)
 	$(PY) benchmarks/foreign_set.py --out data/typed --words $(WORDS) --overwrite
 	$(PY) -m ocrlib infer data/typed/images --checkpoint $(CKPT)
 
-## make test: pytest on tests/, nbval on every notebook (fails when either set is empty), then
-## the error browser in headless Chromium where Chromium is installed or installable
-test: test-py test-nb test-browser
+## make test: pytest on tests/, nbval on every notebook (fails when either set is empty), nbval
+## again on the training notebooks under other numerics (test-portable), then the error browser
+## in headless Chromium where Chromium is installed or installable
+test: test-py test-nb test-portable test-browser
 
 test-py: $(STAMP)
 	@test -n "$(TESTS)" || { echo "make test: no tests in tests/" >&2; exit 1; }
