@@ -84,5 +84,6 @@ bench: $(STAMP)
 	$(PY) benchmarks/decode_speed.py
 	$(PY) benchmarks/infer_speed.py
 
-clean: $(STAMP)
-	$(PY) -m ocrlib clean
+## make clean works without .venv (ocrlib clean needs only the standard library)
+clean:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m ocrlib clean
