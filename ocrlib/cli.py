@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("ocrlib")
 
@@ -174,13 +175,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 1 if failures or not paths else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .charset import DEFAULT_CHARS
-
-    p = argparse.ArgumentParser(prog="ocrlib", description="MambaOCR workbook tools")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_synth(sub: Any, default_chars: str) -> None:
+    """The ``synth`` subcommand's options."""
     s = sub.add_parser("synth", help="generate a labelled folder of synthetic text images")
     s.add_argument("--out", required=True, help="output folder (with --splits: the parent folder)")
     s.add_argument("--n", type=int, help="number of images")
@@ -190,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--splits", help="make OUT/train, OUT/val, ... at once, e.g. train=2000,val=200")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    s.add_argument("--chars", default=DEFAULT_CHARS, help="the charset (default 0-9a-zA-Z)")
+    s.add_argument("--chars", default=default_chars, help="the charset (default 0-9a-zA-Z)")
     s.add_argument("--min-len", type=int, default=3)
     s.add_argument("--max-len", type=int, default=10)
     s.add_argument("--text-file", help="take labels from this file, one line per sample")
@@ -201,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use a training profile's charset, style and split sizes")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .charset import DEFAULT_CHARS
+
+    p = argparse.ArgumentParser(prog="ocrlib", description="MambaOCR workbook tools")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _add_synth(sub, DEFAULT_CHARS)
 
     t = sub.add_parser("train", help="train a model with CTC")
     t.add_argument("--profile", default="laptop", choices=["tiny", "laptop", "gpu"])

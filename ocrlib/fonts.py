@@ -383,3 +383,18 @@ def _find_fonts(chars: str, extra_dirs: tuple[str, ...]) -> tuple[FontFace, ...]
         )
     log.info("machine fonts: %d usable faces from %d files", len(faces), len(files))
     return tuple(sorted(faces.values(), key=lambda f: f.name))
+
+
+def select_fonts(pool: Sequence[FontFace], names: Sequence[str] | None) -> list[FontFace]:
+    """The faces of ``pool`` named in ``names`` (all of them when ``names`` is None).
+
+    Raises:
+        ValueError: naming the fonts that are not in the pool.
+    """
+    if names is None:
+        return list(pool)
+    by_name = {f.name: f for f in pool}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"fonts not in the pool (or lacking glyphs for the charset): {missing}")
+    return [by_name[n] for n in names]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .charset import DEFAULT_CHARS, Charset
-from .fonts import FontFace, family_of, find_fonts, font_pool
+from .fonts import FontFace, family_of, find_fonts, font_pool, select_fonts
 from .text import random_text, read_text_lines
 from . import folder
 from .render import BACKGROUNDS, LINES, render_with_centres
@@ -293,21 +293,6 @@ def _make_range(bounds: tuple[int, int]) -> list[dict[str, Any]]:
             }
         )
     return metas
-
-
-def select_fonts(pool: Sequence[FontFace], names: Sequence[str] | None) -> list[FontFace]:
-    """The faces of ``pool`` named in ``names`` (all of them when ``names`` is None).
-
-    Raises:
-        ValueError: naming the fonts that are not in the pool.
-    """
-    if names is None:
-        return list(pool)
-    by_name = {f.name: f for f in pool}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise ValueError(f"fonts not in the pool (or lacking glyphs for the charset): {missing}")
-    return [by_name[n] for n in names]
 
 
 def fonts_for(cfg: SynthConfig, split: str = "custom") -> list[FontFace]:

@@ -91,7 +91,10 @@ def test_kernels_are_built_from_source_for_this_gpu_with_cxx20_for_new_torch(tmp
             name = cmd[-1].split("==")[0].replace("-", "_")
             src = tmp_path / "src" / f"{name}-9.9"
             src.mkdir(parents=True)
-            (src / "setup.py").write_text('cc_flag = ["-O3", "-std=c++17"]\n')
+            (src / "setup.py").write_text(  # the shape of the real setup.py's flag section
+                'cc_flag = ["-gencode", "arch=compute_80,code=sm_80"]\n'
+                f'{colab.ARCH_ANCHOR} for the C++ standard\n'
+                'extra = ["-O3", "-std=c++17"]\n')
             with tarfile.open(Path(cmd[cmd.index("-d") + 1]) / f"{name}-9.9.tar.gz", "w:gz") as tar:
                 tar.add(src, arcname=src.name)
         return subprocess.CompletedProcess(cmd, 0)
@@ -106,7 +109,8 @@ def test_kernels_are_built_from_source_for_this_gpu_with_cxx20_for_new_torch(tmp
     assert [c[-1].rsplit("/", 1)[-1] for c, _ in installs] == ["causal_conv1d-9.9", "mamba_ssm-9.9"]
     for cmd, env in installs:
         assert "--no-build-isolation" in cmd and env["TORCH_CUDA_ARCH_LIST"] == "9.0"
-        assert "-std=c++20" in (Path(cmd[-1]) / "setup.py").read_text()
+        setup = (Path(cmd[-1]) / "setup.py").read_text()
+        assert "-std=c++20" in setup and "arch=compute_90,code=sm_90" in setup
     # nothing really got installed here, so the import fails and says why
     assert result == "import failed" and "PyTorch scan" in said[-1]
 

@@ -30,7 +30,7 @@ def test_rendering_is_a_function_of_the_spec(plain):
     {"background": "paper", "texture": 0.8}, {"background": "gradient", "texture": 1.0},
     {"background": "stripes", "texture": 1.0}, {"background": "blotches", "texture": 1.0},
     {"spacing": 0.3}, {"stretch": 0.75}, {"shear": 0.25}, {"perspective": 0.2},
-    {"warp": [0.1, 1.0, 0.0]}, {"stroke": 2}, {"stroke": -1}, {"lines": "underline"},
+    {"warp": [0.1, 1.0, 0.0]}, {"stroke": 2}, {"lines": "underline"},
     {"lines": "box"}, {"lowres": 12}, {"jpeg": 20}, {"angle": 3.0}, {"blur": 1.0},
     {"noise": 10.0}, {"margins": [0.6, 0.3, 0.6, 0.3]},
 ])
@@ -39,6 +39,16 @@ def test_every_effect_changes_the_image_and_keeps_the_height(plain, change):
     assert after.height == 32 and after.mode == "RGB"
     same_size = before.size == after.size
     assert not same_size or np.abs(_grey(before) - _grey(after)).mean() > 0.5
+
+
+def test_thinner_strokes_thin_a_heavy_glyph_and_never_erase_a_light_one(plain):
+    def ink(img):
+        return (255 - _grey(img)).sum()
+
+    big = {**plain, "size": 64}  # strokes about 6 px wide: eroding one pixel keeps the text
+    assert ink(render({**big, "stroke": -1})) < 0.9 * ink(render(big))
+    # at size 30 DejaVu's strokes are ~3 px: eroding would remove most of the ink, so it is kept
+    assert render({**plain, "stroke": -1}).tobytes() == render(plain).tobytes()
 
 
 def test_character_centres_follow_the_text(plain):
