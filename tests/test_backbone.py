@@ -151,7 +151,7 @@ def test_memory_estimate_counts_trainable_state_only():
 
 def test_residual_blocks_start_as_the_identity_from_random_weights():
     b = _backbone(adaptation="none").eval()
-    assert all(float(blk.bn2.weight.abs().max()) == 0 for blk in b.blocks())
+    assert all(float(blk.bn2.weight.detach().abs().max()) == 0 for blk in b.blocks())
     x = torch.randn(1, 64, 8, 20)
     with torch.no_grad():  # a block without downsampling passes its input through (after ReLU)
         torch.testing.assert_close(b.layer1[1](x), torch.relu(x))
