@@ -155,5 +155,5 @@ def test_residual_blocks_start_as_the_identity_from_random_weights():
     x = torch.randn(1, 64, 8, 20)
     with torch.no_grad():  # a block without downsampling passes its input through (after ReLU)
         torch.testing.assert_close(b.layer1[1](x), torch.relu(x))
-    assert float(_backbone(adaptation="none", zero_init_residual=False).layer1[0].bn2.weight.min()) == 1
+    assert float(_backbone(adaptation="none", zero_init_residual=False).layer1[0].bn2.weight.detach().min()) == 1
 
