@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/gpu_payload.sh            # here, with the network: fills .gpucheck/payload
 #   bash benchmarks/gpu_check.sh              # there, from the repository root (.gpucheck carried)
-#   GC_DRY_RUN=1 bash benchmarks/gpu_check.sh # anywhere: the Python stages on the CPU, small
+#   GC_DRY_RUN=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh  # anywhere: Python stages on the CPU
 #
 # The payload holds what such a machine lacks: wheels (jiwer, rapidfuzz, fonttools), the DejaVu
 # fonts of the tiny profile, and the mamba-ssm and causal-conv1d source archives. The kernels
@@ -44,7 +44,11 @@ stage() {  # stage NAME LIMIT ARGS...: one Python stage under a time limit
   fi
   say "$name (at most ${limit}s)"
   GC_DEADLINE=$(( $(date +%s) + limit - 10 )) timeout -k 5 "$limit" "$PY" benchmarks/gpu_check.py "$@" $DRY
-  say "$name: exit $?"
+  local rc=$?
+  say "$name: exit $rc"
+  # a stage that crashed or timed out before recording anything still counts as a failure
+  [ "$rc" -ne 0 ] && echo "{\"check\": \"stage:$name\", \"ok\": false, \"error\": \"exit $rc\"}" >> "$GC_RESULTS"
+  return 0
 }
 
 # ---------------------------------------------------------------- 0. what this machine has
@@ -111,4 +115,6 @@ fi
 stage throughput "$(left)" throughput
 
 "$PY" benchmarks/gpu_check.py summary
+RC=$?
 say "done"
+exit $RC  # non-zero when any check failed
