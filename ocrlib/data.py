@@ -359,21 +359,18 @@ def ctc_collate(samples: Sequence[Sample | None], fixed_width: int | None = None
     if fixed_width is not None:
         width = max(width, fixed_width)
         widths = torch.full_like(widths, width)
-    targets = torch.tensor([t for s in kept for t in s.target], dtype=torch.long)
-    lengths = torch.tensor([len(s.target) for s in kept], dtype=torch.long)
-    frames = None
-    if all(s.centres is not None for s in kept):
-        frames = alignment_targets([s.target for s in kept], [s.centres for s in kept],
-                                   ctc_time_steps(width), ((widths + 3) // 4).tolist())
-    return Batch(
+    batch = Batch(
         images=torch.stack([pad_to(s.image, width, s.fill) for s in kept]),
-        targets=targets,
-        target_lengths=lengths,
+        targets=torch.tensor([t for s in kept for t in s.target], dtype=torch.long),
+        target_lengths=torch.tensor([len(s.target) for s in kept], dtype=torch.long),
         texts=[s.text for s in kept],
         paths=[s.path for s in kept],
         widths=widths,
-        frame_targets=frames,
     )
+    if all(s.centres is not None for s in kept):
+        batch.frame_targets = alignment_targets([s.target for s in kept], [s.centres for s in kept],
+                                                ctc_time_steps(width), batch.frames.tolist())
+    return batch
 
 
 def alignment_targets(targets: Sequence[Sequence[int]], centres: Sequence[Sequence[float]],
