@@ -287,15 +287,22 @@ class OCRDataset(Dataset):
         if skipped:
             log.warning("%s: skipped %d bad labels", self.folder, skipped)
         self.bad_images = 0
+        self._meta: dict[str, dict] | None = None
         self._centres: dict[str, list[float]] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def meta(self) -> dict[str, dict]:
+        """The generator's ``meta.jsonl`` rows by image name (read once; empty without one)."""
+        if self._meta is None:
+            self._meta = read_meta(self.folder)
+        return self._meta
+
     def widths(self) -> list[int]:
         """Every sample's input width (pixels at the network's height, at most ``width``),
         from ``meta.jsonl`` when the generator wrote one, else from the image headers."""
-        meta = read_meta(self.folder)
+        meta = self.meta()
         out = []
         for item in self.items:
             row = meta.get(item.path.relative_to(self.folder).as_posix()) if meta else None
@@ -314,7 +321,7 @@ class OCRDataset(Dataset):
         """Sample ``i``'s character centres in input pixels (from ``meta.jsonl``), or None."""
         if self._centres is None:
             self._centres = {}
-            for name, row in read_meta(self.folder).items():
+            for name, row in self.meta().items():
                 if "centres" in row:
                     scale = self.height / row.get("height", IMAGE_HEIGHT)
                     self._centres[name] = [x * scale for x in row["centres"]]
