@@ -12,7 +12,9 @@
 # calls (ocrlib.colab.prepare_source), while the PyTorch paths are checked; if the build fails
 # or does not finish in time, the kernel checks are skipped and everything else still runs.
 #
-# Knobs: GC_BUDGET (seconds, default 450), GC_KBUILD=reduced|full|off, GC_PAYLOAD (folder).
+# Knobs: GC_BUDGET (seconds, default 450), GC_KBUILD=reduced|full|off, GC_PAYLOAD (folder),
+# GC_KERNELS (which sources to build, default "mamba_ssm causal_conv1d"; the scan kernel needs
+# only mamba_ssm), GC_STAGES (the PyTorch stages, default "parity tiny gpu-profile").
 # Results: $OUT/log.txt, $OUT/results.jsonl (one JSON object per check), $OUT/build.log.
 set -u
 cd "$(dirname "$0")/.."
@@ -22,6 +24,8 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 
 BUDGET=${GC_BUDGET:-450}
 KBUILD=${GC_KBUILD:-reduced}
+KERNELS=${GC_KERNELS:-mamba_ssm causal_conv1d}
+STAGES=${GC_STAGES-parity tiny gpu-profile}  # set but empty: none
 PAYLOAD=$(realpath -m "${GC_PAYLOAD:-.gpucheck/payload}")
 DRY=""
 [ -n "${GC_DRY_RUN:-}" ] && { DRY=--dry-run; KBUILD=off; }
@@ -73,7 +77,7 @@ if [ "$KBUILD" != off ] && [ -n "$ARCH" ] && command -v nvcc >/dev/null \
   set -m
   (
     rm -rf "$KB" && mkdir -p "$KB" && cd "$KB" || exit 1
-    for a in "$PAYLOAD"/causal_conv1d-*.tar.gz "$PAYLOAD"/mamba_ssm-*.tar.gz; do tar xzf "$a"; done
+    for k in $KERNELS; do tar xzf "$(ls "$PAYLOAD"/$k-*.tar.gz | head -1)"; done
     for d in "$KB"/*/; do
       "$PY" -c "import sys, torch; from pathlib import Path; from ocrlib.colab import prepare_source
 prepare_source(Path(sys.argv[1]), sys.argv[2], torch.__version__, reduced=sys.argv[3] == 'reduced')" \
@@ -81,7 +85,7 @@ prepare_source(Path(sys.argv[1]), sys.argv[2], torch.__version__, reduced=sys.ar
     done
     export MAX_JOBS=$(( $(nproc) > 6 ? $(nproc) - 4 : 2 )) MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE
     for d in "$KB"/*/; do
-      (cd "$d" && timeout 360 "$PY" setup.py -q build_ext --inplace > build.out 2>&1; echo "$d: exit $?"; tail -20 build.out) &
+      (cd "$d" && timeout 360 "$PY" setup.py -q build_ext --inplace > build.out 2>&1; echo "$d: exit $? at $(( $(date +%s) - T0 ))s"; tail -20 build.out) &
     done
     wait
   ) > "$OUT/build.log" 2>&1 &
@@ -92,9 +96,14 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. the PyTorch CUDA paths
-stage parity 90 parity
-stage tiny 110 tiny
-stage gpu-profile 150 gpu
+for s in $STAGES; do
+  case $s in
+    parity) stage parity 90 parity ;;
+    tiny) stage tiny 110 tiny ;;
+    gpu-profile) stage gpu-profile 150 gpu ;;
+    *) say "unknown stage $s" ;;
+  esac
+done
 
 # ---------------------------------------------------------------- 3. kernels, then throughput
 if [ -n "$BPID" ]; then
@@ -104,8 +113,10 @@ if [ -n "$BPID" ]; then
     kill -TERM -- "-$BPID" 2>/dev/null; sleep 2; kill -KILL -- "-$BPID" 2>/dev/null
   fi
   grep -E "exit [0-9]+" "$OUT/build.log" || true
-  if ls "$KB"/mamba_ssm-*/selective_scan_cuda*.so "$KB"/causal_conv1d-*/causal_conv1d_cuda*.so >/dev/null 2>&1; then
-    export PYTHONPATH=$PYTHONPATH:$(ls -d "$KB"/causal_conv1d-*/ | head -1):$(ls -d "$KB"/mamba_ssm-*/ | head -1)
+  if ls "$KB"/mamba_ssm-*/selective_scan_cuda*.so >/dev/null 2>&1; then  # causal_conv1d is optional
+    ls "$KB"/causal_conv1d-*/causal_conv1d_cuda*.so >/dev/null 2>&1 \
+      && export PYTHONPATH=$PYTHONPATH:$(ls -d "$KB"/causal_conv1d-*/ | head -1)
+    export PYTHONPATH=$PYTHONPATH:$(ls -d "$KB"/mamba_ssm-*/ | head -1)
     echo '{"check": "kernel-build", "ok": true}' >> "$GC_RESULTS"
     stage parity-kernel 60 parity
   else

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 #: The versions built: the newest of each that were checked against ocrlib's reference scan.
-KERNELS = ("causal-conv1d==1.6.1", "mamba-ssm==2.3.2.post1")
+KERNELS = ("mamba-ssm==2.3.2.post1", "causal-conv1d==1.6.1")  # the scan first; the conv is optional
 STAMP = ".colab-ready"
 
 Runner = Callable[..., subprocess.CompletedProcess]
@@ -98,6 +98,10 @@ def ensure_kernels(run: Runner = subprocess.run, say: Callable[[str], None] = pr
             run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation",
                  "--no-deps", str(source)], check=True, env=env)
         except (subprocess.CalledProcessError, OSError, ValueError) as err:
+            if req != KERNELS[0]:  # causal-conv1d: the scan kernel runs without it
+                say(f"causal-conv1d could not be built ({err}); mamba-ssm's scan runs with "
+                    "PyTorch's convolution")
+                break
             say(f"CUDA Mamba kernels could not be built ({req}: {err}); using ocrlib's PyTorch scan")
             return f"build failed: {req}"
     cuda_kernels.cache_clear()

@@ -47,22 +47,30 @@ log = logging.getLogger(__name__)
 
 ScanPath = Literal["auto", "fast", "parallel", "reference", "transformers", "kernel"]
 #: The versions whose kernels were checked against ocrlib's reference (see README, GPU section).
-KERNEL_PACKAGES = "mamba-ssm>=2.3.0 and causal-conv1d>=1.4"
+KERNEL_PACKAGES = "mamba-ssm>=2.3.0 (and, optionally, causal-conv1d>=1.4)"
 
 
 @lru_cache(maxsize=1)
-def cuda_kernels() -> tuple[Any, Any] | None:
-    """``(selective_scan_fn, causal_conv1d_fn)`` when mamba-ssm and causal-conv1d import, else None.
+def cuda_kernels() -> tuple[Any, Any | None] | None:
+    """``(selective_scan_fn, causal_conv1d_fn)`` when mamba-ssm imports, else None.
 
-    Imported lazily: both are CUDA-only compiled packages. Why they did not import is kept in
+    causal-conv1d is optional (the slower of the two to build, and the smaller gain): without it
+    the second item is None and the convolution runs as shifted multiply-adds. Imported lazily:
+    both are CUDA-only compiled packages. Why they did not import is kept in
     :func:`kernel_problem` (and logged as a warning when a CUDA model wants them).
     """
     try:
-        from causal_conv1d import causal_conv1d_fn
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception as err:  # ImportError, or an ABI mismatch raising OSError/RuntimeError
         _PROBLEM[0] = f"{type(err).__name__}: {err}"
         return None
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception as err:
+        _PROBLEM[0] = f"causal-conv1d: {type(err).__name__}: {err}"
+        log.info("mamba-ssm's scan without causal-conv1d (%s): the convolution runs in PyTorch",
+                 _PROBLEM[0])
+        causal_conv1d_fn = None
     return selective_scan_fn, causal_conv1d_fn
 
 
@@ -129,6 +137,8 @@ def _conv_shifted(mixer: nn.Module, u: torch.Tensor) -> torch.Tensor:
 
 def _conv_kernel(mixer: nn.Module, u: torch.Tensor) -> torch.Tensor:
     conv = cuda_kernels()[1]  # type: ignore[index]
+    if conv is None:  # mamba-ssm without causal-conv1d
+        return _conv_shifted(mixer, u)
     y = conv(u.permute(1, 2, 0).contiguous(), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias,
              activation="silu")  # (B, D, L)
     return y.permute(2, 0, 1)
@@ -144,6 +154,9 @@ def _batch_major(scan: Scan) -> Scan:
 
 
 def _scan_kernel(u, delta, A, B, C, D, z):  # noqa: ANN001, ANN202
+    # the kernel wants u, Δ, B, C and z in one dtype; Δ is float32 (bias included), so under
+    # autocast the bf16/fp16 projections are widened (the kernel computes in float32 anyway)
+    u, B, C, z = (t.to(delta.dtype) for t in (u, B, C, z))
     return _batch_major(cuda_kernels()[0])(u, delta, A, B, C, D, z)  # type: ignore[index]
 
 
