@@ -38,6 +38,7 @@ Around it
     :mod:`cli`       the ``ocrlib`` command;  :mod:`notebook`: the setup call of every notebook
     :mod:`colab`     getting a notebook ready on Colab;  :mod:`clean`: removing generated files
     :mod:`io`        atomic file writes
+    :mod:`exercises` the notebooks' exercises and their checkers
 """
 
 __version__ = "0.1.0"

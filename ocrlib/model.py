@@ -94,6 +94,13 @@ class MambaOCR(nn.Module):
         self.classifier = nn.Linear(self.encoder.out_dim, self.charset.num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone.sequence(images)  # (B, T, 512)
-        hidden = self.encoder(self.norm(features).float())  # (B, T, C)
-        return self.classifier(hidden)  # (B, T, V)
+        return self.stages(images)["logits"]
+
+    def stages(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every intermediate of :meth:`forward`, in order: ``images`` ``(B, 3, H, W)``,
+        ``features`` ``(B, T, 512)`` (the backbone's columns), ``hidden`` ``(B, T, C)`` (the
+        encoder's output) and ``logits`` ``(B, T, V)``."""
+        features = self.backbone.sequence(images)
+        hidden = self.encoder(self.norm(features).float())
+        return {"images": images, "features": features, "hidden": hidden,
+                "logits": self.classifier(hidden)}

@@ -66,6 +66,14 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig
+                    ) -> torch.optim.lr_scheduler.OneCycleLR:
+    """One-cycle learning rate, stepped every batch: from ``lr / 25`` up to ``lr`` over the first
+    ``warmup`` fraction of ``steps`` (cosine), then down (cosine) to ``lr / 25e4``."""
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps,
+                                               pct_start=cfg.warmup)
+
+
 @dataclass
 class TrainState:
     """Where a run stands: the step, the best validation CER, the history, skipped batches."""
@@ -100,8 +108,7 @@ class Session:
         self.config = built_config(self.model).to_dict()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, cfg)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=cfg.warmup)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()

@@ -99,6 +99,31 @@ def plot_history(history: list[dict[str, Any]], path: str | os.PathLike[str] | N
     return fig
 
 
+def plot_pipeline(stages: dict[str, torch.Tensor], text: str, ax: Any = None) -> Any:
+    """The model as a row of boxes, image -> features -> sequence -> logits -> text, each with
+    the shape it really had (``stages`` from :meth:`ocrlib.model.MambaOCR.stages`)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 1.9))
+    dims = {k: "×".join(str(n) for n in v.shape) for k, v in stages.items()}
+    boxes = [("image", f"(B, 3, H, W)\n{dims['images']}"),
+             ("ResNet34 backbone\ncolumns of 4 px", f"(B, T, 512)\n{dims['features']}"),
+             ("Mamba encoder\nalong the line", f"(B, T, C)\n{dims['hidden']}"),
+             ("linear classifier\n+ softmax", f"(B, T, V)\n{dims['logits']}"),
+             ("CTC decoding\ncollapse, drop blanks", f"text\n{text!r}")]
+    for k, (title, shape) in enumerate(boxes):
+        x = k * 2.2
+        ax.add_patch(plt.Rectangle((x, 0), 1.7, 1.0, facecolor="#e8eef7", edgecolor="#335"))
+        ax.text(x + 0.85, 0.68, title, ha="center", va="center", fontsize=8, weight="bold")
+        ax.text(x + 0.85, 0.25, shape, ha="center", va="center", fontsize=7.5, family="monospace")
+        if k:
+            ax.annotate("", xy=(x, 0.5), xytext=(x - 0.5, 0.5), arrowprops={"arrowstyle": "->"})
+    ax.set(xlim=(-0.1, len(boxes) * 2.2 - 0.4), ylim=(-0.1, 1.1))
+    ax.axis("off")
+    return ax
+
+
 def plot_confusion_matrix(matrix: pd.DataFrame, ax: Any = None) -> Any:
     """Heat map of :func:`confusion_matrix` (rows: truth, columns: reading); returns the figure."""
     import matplotlib.pyplot as plt

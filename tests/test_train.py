@@ -6,6 +6,7 @@ import torch
 
 from ocrlib import train as T
 from ocrlib.checkpoint import CheckpointMismatchError, load_model, read_checkpoint, save_checkpoint
+from ocrlib.model import MambaOCR
 from ocrlib.synth import generate_splits
 from ocrlib.train import StepSampler, TrainConfig, last_path, profiles, train
 
@@ -194,3 +195,36 @@ def test_fixed_width_pads_every_line_and_counts_every_frame(data):
     fixed = ctc_collate([ds[0], ds[1]], fixed_width=128)
     assert own.images.shape[-1] < 128 and fixed.images.shape[-1] == 128
     assert fixed.frames.tolist() == [32, 32] and own.frames.max() < 32
+
+
+def test_the_one_cycle_schedule_warms_up_to_the_peak_then_anneals():
+    from ocrlib.train import build_scheduler
+
+    cfg = TrainConfig(steps=200, lr=1e-3, warmup=0.1)
+    sched = build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr), cfg)
+    lrs = []
+    for _ in range(cfg.steps):
+        lrs.append(sched.get_last_lr()[0])
+        sched.optimizer.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(cfg.lr / 25) and max(lrs) == pytest.approx(cfg.lr)
+    assert lrs.index(max(lrs)) == 19 and lrs[-1] < cfg.lr / 1000  # warm-up: steps 0..19
+
+
+def test_stages_hold_every_intermediate_and_the_pipeline_figure_shows_their_shapes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ocrlib.viz import plot_pipeline
+
+    prof = profiles()["tiny"]
+    torch.manual_seed(0)
+    model = MambaOCR(prof.model).eval()
+    x = torch.randn(2, 3, 32, 96)
+    with torch.no_grad():
+        parts = model.stages(x)
+        assert torch.equal(parts["logits"], model(x))
+    assert [tuple(t.shape) for t in parts.values()] == [(2, 3, 32, 96), (2, 24, 512), (2, 24, 128), (2, 24, 63)]
+    ax = plot_pipeline(parts, "abc")
+    shown = " ".join(t.get_text() for t in ax.texts)
+    assert "2×24×512" in shown and "2×24×63" in shown and "'abc'" in shown
