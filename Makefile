@@ -50,7 +50,7 @@ test-nb: $(STAMP)
 ## one thread instead of all, and bf16 autocast forced on where this CPU has fast bf16 (forced
 ## off otherwise). A notebook check that depends on the processor fails here on any one machine.
 TRAINING_NOTEBOOKS ?= notebooks/04_ctc_training.ipynb notebooks/05_decoding_and_metrics.ipynb \
-                      notebooks/06_error_analysis.ipynb
+                      notebooks/06_error_analysis.ipynb notebooks/07_your_own_data.ipynb
 test-portable: $(STAMP)
 	OMP_NUM_THREADS=1 OCRLIB_AMP=$$($(PY) -c 'from ocrlib.precision import cpu_has_fast_bf16 as f; print("bf16" if f() else "off")') \
 		$(PY) -m pytest $(NBVAL_FLAGS) $(TRAINING_NOTEBOOKS)
