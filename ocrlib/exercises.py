@@ -137,15 +137,9 @@ def _count_alignments(fn: Callable) -> None:
 
 def _peak_step(answer: Any) -> None:
     from .profiles import profiles
-    from .train import build_scheduler
+    from .train import lr_curve
 
-    cfg = dataclasses.replace(profiles()["laptop"].train, steps=3000, warmup=0.1)
-    sched = build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr), cfg)
-    lrs = []
-    for _ in range(cfg.steps):
-        lrs.append(sched.get_last_lr()[0])
-        sched.optimizer.step()
-        sched.step()
+    lrs = lr_curve(dataclasses.replace(profiles()["laptop"].train, steps=3000, warmup=0.1))
     _equal(answer, max(range(len(lrs)), key=lrs.__getitem__), "step of the peak")
 
 

@@ -74,6 +74,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig
                                                pct_start=cfg.warmup)
 
 
+def lr_curve(cfg: TrainConfig) -> list[float]:
+    """The learning rate of every step of a run with ``cfg`` (:func:`build_scheduler`'s), computed
+    on a stand-in parameter: no model needed."""
+    sched = build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr), cfg)
+    lrs = []
+    for _ in range(cfg.steps):
+        lrs.append(sched.get_last_lr()[0])
+        sched.optimizer.step()
+        sched.step()
+    return lrs
+
+
 @dataclass
 class TrainState:
     """Where a run stands: the step, the best validation CER, the history, skipped batches."""
