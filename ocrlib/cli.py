@@ -121,7 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"no labels.txt in {folder}: generate the data first, e.g. "
                 f"`ocrlib synth --out {Path(folder).parent} --profile {args.profile}`")
     res = train_profile(prof, args.train, args.val, args.out, resume=args.resume,
-                        init_from=args.init_from, progress=not args.quiet)
+                        init_from=args.init_from, progress=not args.quiet, skip_bad=args.skip_bad)
     print(f"trained {res.step} steps in {res.seconds:.0f} s; best validation CER "
           f"{res.best_cer:.4f}; skipped batches: {res.skipped_batches}")
     print(f"best checkpoint: {res.best}\nresume checkpoint: {res.last}")
@@ -136,7 +136,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
                                      beam_width=args.beam_width)
-    r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit)
+    r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad)
+    for why in r["skipped"]:
+        print(f"ocrlib eval: skipped {why}", file=sys.stderr)
     keys = ("cer", "wer", "accuracy", "cer_ci", "n", "images_per_s")
     if args.failures:
         from .analysis import error_table
@@ -222,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
     t.add_argument("--seed", type=int)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--skip-bad", action="store_true",
+                   help="train without bad samples (each named) instead of stopping")
     t.set_defaults(func=_cmd_train)
 
     for name, helptext in (("eval", "score a checkpoint on a labelled folder"),
@@ -231,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--data", required=True, help="folder with labels.txt")
             e.add_argument("--json", action="store_true", help="one JSON object")
             e.add_argument("--limit", type=int, help="only the first N samples")
+            e.add_argument("--skip-bad", action="store_true",
+                           help="score without bad samples (each named) instead of stopping")
             e.add_argument("--show", type=int, default=0, help="print the first N readings")
             e.add_argument("--failures", metavar="PNG",
                            help="also draw the 9 worst readings in a 3x3 grid into this PNG")

@@ -2,8 +2,8 @@
 (notebook 01).
 
 The files of a labelled folder are :mod:`ocrlib.folder`'s business. Bad input raises
-:class:`~ocrlib.folder.DataError` naming the file and line, or, with ``skip_bad=True``, is
-skipped and counted in the log.
+:class:`~ocrlib.folder.DataError` naming every bad sample of the set by file and line at
+once, or, with ``skip_bad=True``, is left out and named in the log.
 """
 
 from __future__ import annotations
@@ -59,6 +59,15 @@ def check_label(text: str, charset: Charset, max_steps: int | None) -> str | Non
             f"but the model produces only {max_steps}"
         )
     return None
+
+
+def bad_sample_report(folder: Path, problems: Sequence[str], listed: int = 20) -> str:
+    """One message naming every bad sample of a set (the first ``listed``, then a count)."""
+    lines = [f"{folder}: {len(problems)} bad sample{'s' if len(problems) != 1 else ''}:"]
+    lines += [f"  {p}" for p in problems[:listed]]
+    if len(problems) > listed:
+        lines.append(f"  ... and {len(problems) - listed} more")
+    return "\n".join(lines)
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -237,7 +246,8 @@ class OCRDataset(Dataset):
         max_steps: the model's number of CTC frames T at ``width`` (default
             ``ctc_time_steps(width)``); labels that need more are rejected. ``None`` in
             ``check_length=False`` mode.
-        skip_bad: skip (and count) bad labels and unreadable images instead of raising.
+        skip_bad: leave out bad samples (bad labels, missing and unreadable images) and
+            name them in the log, instead of raising one error that names them all.
         check_length: reject labels too long for CTC (turn off for evaluation).
         targets: encode labels as CTC targets (training). With ``False`` (evaluation) a
             label may hold characters outside the charset: it is kept as text, with an
@@ -268,24 +278,27 @@ class OCRDataset(Dataset):
         self.targets = targets
         self.items: list[LabelLine] = []
         self.unknown_labels = 0
-        skipped = 0
+        #: every sample left out (``"labels.txt:N: why"``), with ``skip_bad``
+        self.skipped: list[str] = []
         for item in read_labels(self.folder):
             if not targets and item.text and charset.unknown(item.text):
                 self.unknown_labels += 1
-                self.items.append(item)
-                continue
-            why = check_label(item.text, charset, steps)
+                why = None
+            else:
+                why = check_label(item.text, charset, steps)
+            if why is None and not item.path.is_file():
+                why = f"image file not found: {item.path}"
             if why is None:
                 self.items.append(item)
-            elif skip_bad:
-                skipped += 1
-                log.debug("skipping %s: %s", item.source, why)
             else:
-                raise DataError(f"{item.source}: {why}")
+                self.skipped.append(f"{item.source}: {why}")
             if limit is not None and len(self.items) >= limit:
                 break
-        if skipped:
-            log.warning("%s: skipped %d bad labels", self.folder, skipped)
+        if self.skipped:
+            report = bad_sample_report(self.folder, self.skipped)
+            if not skip_bad:
+                raise DataError(report + "\n(skip_bad=True, or --skip-bad, goes on without them)")
+            log.warning("skipped %s", report)
         self.bad_images = 0
         self._meta: dict[str, dict] | None = None
         self._centres: dict[str, list[float]] | None = None

@@ -95,18 +95,20 @@ class Recognizer:
         return self.decode(self.log_probs(batch.images), batch.frames)
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
-                 limit: int | None = None) -> dict[str, Any]:
+                 limit: int | None = None, skip_bad: bool = False) -> dict[str, Any]:
         """Score the model on a labelled folder (``labels.txt`` as ``ocrlib synth`` writes it).
 
         Returns :func:`ocrlib.metrics.scores` (cer, wer, accuracy, cer_ci, ned, n) plus
         ``images_per_s`` (loading, model and decoding), ``unknown_labels`` and the
         per-sample ``references``, ``predictions``, ``confidences``, ``alternatives`` and
         ``paths``. Labels with characters the model cannot produce are kept as they are
-        (they count as errors) and a warning says how many there were.
+        (they count as errors) and a warning says how many there were. Bad samples (empty
+        labels, missing or unreadable images) raise one error naming them all, or with
+        ``skip_bad`` are left out of the scores and listed under ``skipped``.
         """
         cfg = self.model.cfg
         ds = OCRDataset(folder, self.model.charset, cfg.height, self.max_width, targets=False,
-                        normalize=cfg.normalize, limit=limit or None)
+                        normalize=cfg.normalize, limit=limit or None, skip_bad=skip_bad)
         if ds.unknown_labels:
             log.warning("%s: %d labels hold characters outside the model's charset; "
                         "they are scored as they are", folder, ds.unknown_labels)
@@ -115,19 +117,25 @@ class Recognizer:
         order = sorted(range(len(ds)), key=ds.widths().__getitem__)
         batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
         loader = DataLoader(ds, batch_sampler=batches, collate_fn=ctc_collate)
-        decoded: list[Any] = [None] * len(ds)
+        decoded: dict[int, Any] = {}
         for idx, batch in zip(batches, loader):
-            for i, d in zip(idx, self.decode(self.log_probs(batch.images), batch.frames)):
-                decoded[i] = d
+            out, j = self.decode(self.log_probs(batch.images), batch.frames), 0
+            for i in idx:  # the collate drops unreadable images (skip_bad): match by path
+                if j < len(batch.paths) and batch.paths[j] == str(ds.items[i].path):
+                    decoded[i], j = out[j], j + 1
         seconds = time.perf_counter() - t0
-        refs = [it.text for it in ds.items]
-        hyps = [d.text for d in decoded]
+        kept = sorted(decoded)
+        items = [ds.items[i] for i in kept]
+        refs = [it.text for it in items]
+        hyps = [decoded[i].text for i in kept]
+        unreadable = [f"{it.source}: cannot read {it.path}" for k, it in enumerate(ds.items)
+                      if k not in decoded]
         return {
             **scores(refs, hyps), "images_per_s": len(refs) / max(seconds, 1e-9),
             "unknown_labels": ds.unknown_labels, "references": refs, "predictions": hyps,
-            "confidences": [d.confidence for d in decoded],
-            "alternatives": [d.alternatives for d in decoded],
-            "paths": [str(it.path) for it in ds.items],
+            "confidences": [decoded[i].confidence for i in kept],
+            "alternatives": [decoded[i].alternatives for i in kept],
+            "paths": [str(it.path) for it in items], "skipped": ds.skipped + unreadable,
         }
 
 

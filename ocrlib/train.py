@@ -244,13 +244,14 @@ def check_disjoint(train_dir: Path, val_dir: Path) -> None:
 
 
 def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path, val_dir: Path,
-            start: int) -> tuple[DataLoader, DataLoader]:
+            start: int, skip_bad: bool = False) -> tuple[DataLoader, DataLoader]:
     """The training batches from step ``start`` on, and the validation batches (by width)."""
     charset, norm = model_cfg.charset, model_cfg.normalize
     train_set = OCRDataset(train_dir, charset, model_cfg.height, model_cfg.width,
-                           model_cfg.time_steps, normalize=norm)
+                           model_cfg.time_steps, normalize=norm, skip_bad=skip_bad)
     val_set = OCRDataset(val_dir, charset, model_cfg.height, model_cfg.width,
-                         model_cfg.time_steps, normalize=norm, limit=cfg.val_limit or None)
+                         model_cfg.time_steps, normalize=norm, limit=cfg.val_limit or None,
+                         skip_bad=skip_bad)
     widths = train_set.widths() if cfg.bucket else None
     sampler = StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, cfg.steps, widths,
                           cfg.bucket or 1)
@@ -288,6 +289,7 @@ def train(
     init_from: str | os.PathLike[str] | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    skip_bad: bool = False,
 ) -> TrainResult:
     """Train (or resume) and write the best and last checkpoints.
 
@@ -302,6 +304,8 @@ def train(
             fresh optimizer and schedule: fine-tuning, or the next stage of a curriculum.
         progress: show a tqdm bar with loss and CER.
         stop_after: stop (as if killed) after this global step; for tests and notebooks.
+        skip_bad: train without the bad samples of either folder (each named in the log)
+            instead of stopping with an error that names them all.
     """
     from tqdm.auto import tqdm
 
@@ -320,7 +324,8 @@ def train(
         if resume_path.exists():
             log.info("starting afresh: %s will be replaced (resume=True continues it)", resume_path)
     state = run.state
-    train_loader, val_loader = loaders(model_cfg, train_cfg, train_dir, val_dir, state.step)
+    train_loader, val_loader = loaders(model_cfg, train_cfg, train_dir, val_dir, state.step,
+                                       skip_bad)
     run.model.train()
     bar = tqdm(total=train_cfg.steps, initial=state.step, desc="train", unit="step",
                disable=not progress)
@@ -360,10 +365,11 @@ def train(
 
 def train_profile(prof: Profile, train_dir: str | os.PathLike[str], val_dir: str | os.PathLike[str],
                   out: str | os.PathLike[str], *, resume: bool = False, progress: bool = True,
-                  init_from: str | os.PathLike[str] | None = None) -> TrainResult:
+                  init_from: str | os.PathLike[str] | None = None,
+                  skip_bad: bool = False) -> TrainResult:
     """Train a profile on its data folders (see :func:`train`)."""
     return train(prof.model, prof.train, train_dir, val_dir, out, resume=resume,
-                 init_from=init_from, progress=progress)
+                 init_from=init_from, progress=progress, skip_bad=skip_bad)
 
 
 def _tuplify(x: Any) -> Any:

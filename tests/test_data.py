@@ -126,16 +126,31 @@ def test_label_length_limit_follows_the_time_steps():
     assert ctc_time_steps(320) == 80 and ctc_time_steps(160) == 40 and ctc_time_steps(321) == 81
 
 
-def test_missing_and_corrupt_images_are_named(tmp_path):
+def test_missing_images_are_named_up_front_and_corrupt_ones_when_loaded(tmp_path):
     _write_set(tmp_path, [("a.png", "ok"), ("b.png", "bad"), ("c.png", "gone")])
     (tmp_path / "images" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (tmp_path / "images" / "c.png").unlink()
-    ds = OCRDataset(tmp_path, CS)
-    assert ds[0] is not None
+    with pytest.raises(DataError, match=r"labels.txt:3: image file not found: .*c.png"):
+        OCRDataset(tmp_path, CS)
+    ds = OCRDataset(tmp_path, CS, skip_bad=True)
+    assert len(ds) == 2 and ds[0] is not None and ds.skipped[0].endswith("c.png")
+    ds.skip_bad = False
     with pytest.raises(DataError, match=r"b.png: cannot read image.*labels.txt:2"):
         ds[1]
-    with pytest.raises(DataError, match=r"c.png: image file not found.*labels.txt:3"):
-        ds[2]
+
+
+def test_every_bad_sample_of_a_set_is_named_at_once(tmp_path):
+    rows = [(f"{k}.png", "ok") for k in range(30)]
+    rows[3], rows[7] = ("3.png", "a$b"), ("7.png", "")
+    rows[9:30] = [(f"{k}.png", "a#" if k % 2 else "") for k in range(9, 30)]
+    _write_set(tmp_path, rows)
+    (tmp_path / "images" / "5.png").unlink()
+    with pytest.raises(DataError) as err:
+        OCRDataset(tmp_path, CS)
+    msg = str(err.value)
+    assert "24 bad samples" in msg and "labels.txt:4: character '$'" in msg
+    assert "labels.txt:6: image file not found" in msg and "labels.txt:8: empty label" in msg
+    assert "... and 4 more" in msg and "--skip-bad" in msg  # 20 listed, then a count
 
 
 def test_skip_bad_counts_and_drops(tmp_path, caplog):
@@ -143,7 +158,7 @@ def test_skip_bad_counts_and_drops(tmp_path, caplog):
     (tmp_path / "images" / "d.png").write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
         ds = OCRDataset(tmp_path, CS, skip_bad=True)
-    assert len(ds) == 2 and "skipped 2 bad labels" in caplog.text
+    assert len(ds) == 2 and "2 bad samples" in caplog.text and "labels.txt:2" in caplog.text
     batch = ctc_collate([ds[0], ds[1]])
     assert batch.texts == ["ok"] and ds.bad_images == 1
     with pytest.raises(DataError, match="unreadable"):

@@ -127,3 +127,21 @@ def test_an_image_in_memory_reads_as_the_same_file_on_disk(trained, tmp_path):
     assert a.images.shape == b.images.shape
     assert np.allclose(a.images.numpy(), b.images.numpy())
     assert rec.read([rgba])[0].text == rec.read([load_image(tmp_path / "t.png")])[0].text
+
+
+def test_eval_names_every_bad_sample_or_scores_without_them(trained, tmp_path):
+    root, ckpt = trained
+    folder = tmp_path / "bad"
+    (folder / "images").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (60, 32), "white").save(folder / "images" / name)
+    (folder / "images" / "c.png").write_bytes(b"\x89PNG broken")
+    (folder / "labels.txt").write_text("images/a.png\t12\nimages/gone.png\t3\n"
+                                       "images/b.png\t\nimages/c.png\t4\nimages/a.png\t5\n")
+    proc = _ocrlib("eval", "--data", str(folder), "--checkpoint", str(ckpt))
+    assert proc.returncode == 2  # the CLI's error status, with the message on stderr
+    assert "2 bad samples" in proc.stderr and "labels.txt:2" in proc.stderr and "labels.txt:3" in proc.stderr
+    ok = _ocrlib("eval", "--data", str(folder), "--checkpoint", str(ckpt), "--json", "--skip-bad")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["n"] == 2  # a.png twice; gone, empty and unreadable left out
+    assert ok.stderr.count("ocrlib eval: skipped") == 3 and "c.png" in ok.stderr

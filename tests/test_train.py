@@ -223,3 +223,19 @@ def test_stages_hold_every_intermediate_and_the_pipeline_figure_shows_their_shap
     ax = plot_pipeline(parts, "abc")
     shown = " ".join(t.get_text() for t in ax.texts)
     assert "2×24×512" in shown and "2×24×63" in shown and "'abc'" in shown
+
+
+def test_training_names_bad_samples_or_goes_on_without_them(tmp_path):
+    from ocrlib.folder import DataError
+
+    prof = copy.deepcopy(profiles()["tiny"])
+    prof.model.encoder.d_model = 32
+    generate_splits(tmp_path / "data", {"train": 8, "val": 4}, seed=0, cfg=prof.synth, workers=1,
+                    progress=False)
+    with open(tmp_path / "data" / "train" / "labels.txt", "a") as f:
+        f.write("images/missing.png\tab\nimages/000000.png\ta$\n")
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, save_every=2, amp="off", device="cpu")
+    args = (prof.model, cfg, tmp_path / "data/train", tmp_path / "data/val", tmp_path / "m.pth")
+    with pytest.raises(DataError, match=r"2 bad samples(.|\n)*labels.txt:9: image file not found"):
+        train(*args, progress=False)
+    assert train(*args, progress=False, skip_bad=True).step == 2
