@@ -36,13 +36,31 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             sizes[name.strip()] = int(count)
         results = generate_splits(args.out, sizes, args.seed, cfg, **common)
         for name, res in results.items():
-            print(f"{name}: {res.n} images in {res.out} ({len(res.fonts)} fonts)")
+            print(f"{name}: {res.n} images in {_as_format(res.out, args.format)} ({len(res.fonts)} fonts)")
     else:
         if args.n is None:
             raise SystemExit("ocrlib synth: give --n N (or --splits train=N,val=N,test=N)")
         res = generate(args.out, args.n, args.seed, cfg, split=args.split, **common)
-        print(f"{res.n} images in {res.out} ({len(res.fonts)} fonts)")
+        print(f"{res.n} images in {_as_format(res.out, args.format)} ({len(res.fonts)} fonts)")
     return 0
+
+
+def _as_format(folder: Any, fmt: str) -> str:
+    """``--format lmdb``: turn the folder just written into an LMDB set in its place."""
+    import shutil
+    from pathlib import Path
+
+    from .lmdbset import folder_to_lmdb
+
+    if fmt != "lmdb":
+        return str(folder)
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".lmdb-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    folder_to_lmdb(folder, staging)
+    shutil.rmtree(folder)
+    staging.rename(folder)
+    return f"{folder} (LMDB)"
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -66,6 +84,17 @@ def _cmd_clean(args: argparse.Namespace) -> int:
             return 1
     remove(targets)
     print(f"removed {len(targets)} paths")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .lmdbset import folder_to_lmdb, is_lmdb, lmdb_to_folder
+
+    if is_lmdb(args.src):
+        n, kind = lmdb_to_folder(args.src, args.dst, overwrite=args.overwrite), "labelled folder"
+    else:
+        n, kind = folder_to_lmdb(args.src, args.dst, overwrite=args.overwrite), "LMDB set"
+    print(f"wrote {n} samples to {args.dst} ({kind})")
     return 0
 
 
@@ -114,11 +143,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     prof = profile_with(args.profile, steps=args.steps, batch_size=args.batch_size,
                         device=args.device, amp=args.amp, seed=args.seed)
+    from .lmdbset import is_lmdb
+
     for name in ("train", "val"):
         folder = getattr(args, name)
-        if not (Path(folder) / "labels.txt").is_file():
+        if not (Path(folder) / "labels.txt").is_file() and not is_lmdb(folder):
             raise FileNotFoundError(
-                f"no labels.txt in {folder}: generate the data first, e.g. "
+                f"no labels.txt (or LMDB data.mdb) in {folder}: generate the data first, e.g. "
                 f"`ocrlib synth --out {Path(folder).parent} --profile {args.profile}`")
     res = train_profile(prof, args.train, args.val, args.out, resume=args.resume,
                         init_from=args.init_from, progress=not args.quiet, skip_bad=args.skip_bad)
@@ -198,6 +229,8 @@ def _add_synth(sub: Any, default_chars: str) -> None:
     s.add_argument("--profile", choices=["tiny", "laptop", "gpu"],
                    help="use a training profile's charset, style and split sizes")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--format", choices=["folder", "lmdb"], default="folder",
+                   help="a labelled folder (images/, labels.txt, meta.jsonl) or an LMDB set")
     s.set_defaults(func=_cmd_synth)
 
 
@@ -261,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--n", type=int, default=9, help="samples to list")
     v.add_argument("--grid", help="write a PNG grid of the listed samples here")
     v.set_defaults(func=_cmd_show)
+
+    k = sub.add_parser("convert", help="a labelled folder to an LMDB set, or an LMDB set to a folder")
+    k.add_argument("src", help="a labelled folder (labels.txt) or an LMDB set (data.mdb)")
+    k.add_argument("dst", help="where to write the other format")
+    k.add_argument("--overwrite", action="store_true", help="replace a non-empty destination")
+    k.set_defaults(func=_cmd_convert)
 
     c = sub.add_parser("clean", help="remove generated data, checkpoints and caches")
     c.add_argument("paths", nargs="*", help="what to remove (default: data/*, checkpoints/*, caches)")

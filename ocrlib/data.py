@@ -23,6 +23,8 @@ from torch.utils.data import Dataset
 
 from .charset import Charset, ctc_min_length
 from .folder import DataError, LabelLine, read_labels, read_meta  # noqa: F401  (re-exported)
+from .images import as_rgb, image_exists, image_size, load_image  # noqa: F401  (re-exported)
+from .lmdbset import is_lmdb, read_lmdb_labels
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +70,6 @@ def bad_sample_report(folder: Path, problems: Sequence[str], listed: int = 20) -
     if len(problems) > listed:
         lines.append(f"  ... and {len(problems) - listed} more")
     return "\n".join(lines)
-
-
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open any image file as 8-bit RGB (:func:`as_rgb`).
-
-    Raises:
-        DataError: naming the file, when it is missing or cannot be decoded.
-    """
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: cannot read image ({err})") from None
-    return as_rgb(im)
-
-
-def as_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: transparency over white, 16-bit and float scaled, palettes
-    and CMYK converted. Files (:func:`load_image`) and images in memory go through this one
-    function, so both read the same."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if im.mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, rgba)
-    return im.convert("RGB")
 
 
 def normalize_pixels(rgb: np.ndarray, how: Normalize = "grey") -> tuple[torch.Tensor, float]:
@@ -280,13 +249,13 @@ class OCRDataset(Dataset):
         self.unknown_labels = 0
         #: every sample left out (``"labels.txt:N: why"``), with ``skip_bad``
         self.skipped: list[str] = []
-        for item in read_labels(self.folder):
+        for item in read_lmdb_labels(self.folder) if is_lmdb(self.folder) else read_labels(self.folder):
             if not targets and item.text and charset.unknown(item.text):
                 self.unknown_labels += 1
                 why = None
             else:
                 why = check_label(item.text, charset, steps)
-            if why is None and not item.path.is_file():
+            if why is None and not image_exists(item.path):
                 why = f"image file not found: {item.path}"
             if why is None:
                 self.items.append(item)
@@ -323,8 +292,7 @@ class OCRDataset(Dataset):
                 w, h = row["width"], row.get("height", IMAGE_HEIGHT)
             else:
                 try:
-                    with Image.open(item.path) as im:
-                        w, h = im.size
+                    w, h = image_size(item.path)
                 except (OSError, UnidentifiedImageError, ValueError):
                     w, h = self.width, self.height  # unreadable: reported when it is loaded
             out.append(max(1, min(self.width, round(w * self.height / max(1, h)))))
