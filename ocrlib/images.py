@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .folder import DataError
-from .lmdbset import is_lmdb, lmdb_image_exists, read_image_bytes
+from .lmdbset import is_lmdb, read_image_bytes
 
 
 @contextmanager
@@ -35,7 +35,7 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
 def image_exists(path: str | os.PathLike[str]) -> bool:
     """Whether the sample's image is there (a file, or an LMDB key), without decoding it."""
     path = Path(path)
-    return lmdb_image_exists(path) if is_lmdb(path.parent) else path.is_file()
+    return read_image_bytes(path) is not None if is_lmdb(path.parent) else path.is_file()
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -48,32 +48,25 @@ def read_lmdb_labels(folder: str | os.PathLike[str]) -> list[LabelLine]:
         DataError: without a readable ``num-samples``, or for a label that is not UTF-8.
     """
     folder = Path(folder)
-    raw = _get(folder, "num-samples")
-    try:
-        n = int(raw or b"")
-    except ValueError:
-        raise DataError(f"{folder}: no 'num-samples' key: not a text-recognition LMDB set") from None
     out = []
-    for i in range(1, n + 1):
-        key = f"label-{i:09d}"
-        label = _get(folder, key)
+    with _env(str(folder), os.getpid()).begin() as txn:  # one read transaction for the listing
         try:
-            text = (label or b"").decode("utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"{folder}:{key}: label is not UTF-8") from None
-        out.append(LabelLine(folder / f"image-{i:09d}", text, f"{folder}:{key}"))
+            n = int(txn.get(b"num-samples") or b"")
+        except ValueError:
+            raise DataError(f"{folder}: no 'num-samples' key: not a text-recognition LMDB set") from None
+        for i in range(1, n + 1):
+            key = f"label-{i:09d}"
+            try:
+                text = (txn.get(key.encode()) or b"").decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{folder}:{key}: label is not UTF-8") from None
+            out.append(LabelLine(folder / f"image-{i:09d}", text, f"{folder}:{key}"))
     return out
 
 
 def read_image_bytes(path: Path) -> bytes | None:
     """The encoded image of an LMDB sample path (``<set>/image-%09d``), or None if it has none."""
     return _get(path.parent, path.name)
-
-
-def lmdb_image_exists(path: Path) -> bool:
-    """Whether the LMDB set holds the image key of ``path`` (without decoding it)."""
-    with _env(str(path.parent), os.getpid()).begin() as txn:
-        return txn.get(path.name.encode()) is not None
 
 
 def folder_to_lmdb(src: str | os.PathLike[str], dst: str | os.PathLike[str],
