@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ocrlib.encoder import EncoderConfig, build_encoder, lstm_hidden_for  # noqa: E402
+from ocrlib.encoder import EncoderConfig, build_encoder, matched_bilstm  # noqa: E402
 from ocrlib.inference import Recognizer  # noqa: E402
 from ocrlib.profiles import profiles  # noqa: E402
 from ocrlib.sizes import count_params  # noqa: E402
@@ -37,12 +37,10 @@ from ocrlib.train import train  # noqa: E402
 
 def contenders(base: EncoderConfig) -> dict[str, EncoderConfig]:
     """The encoders compared, built from the profile's (causal Mamba) encoder."""
-    lstm = EncoderConfig(kind="bilstm", d_model=base.d_model, n_layers=base.n_layers, dropout=0.0)
-    lstm.lstm_hidden = lstm_hidden_for(count_params(build_encoder(base)), lstm)
     return {
         "Mamba (causal)": base,
         "Mamba (bidirectional)": dataclasses.replace(base, bidirectional=True),
-        "BiLSTM (same parameters)": lstm,
+        "BiLSTM (same parameters)": matched_bilstm(base),
         "Transformer": EncoderConfig(kind="transformer", d_model=base.d_model,
                                      n_layers=base.n_layers, dropout=0.0),
     }

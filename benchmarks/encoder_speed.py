@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ocrlib.encoder import EncoderConfig, build_encoder, lstm_hidden_for
+from ocrlib.encoder import EncoderConfig, build_encoder, matched_bilstm
 from ocrlib.sizes import count_params
 
 B, T, C_IN = 16, 80, 512
@@ -30,16 +30,12 @@ MAMBA = dict(kind="mamba", d_model=256, n_layers=4, dropout=0.0)
 
 def contenders() -> dict[str, EncoderConfig]:
     mamba = EncoderConfig(**MAMBA, scan="fast")
-    torch.manual_seed(0)
-    budget = count_params(build_encoder(mamba))
     out = {
         "mamba (ocrlib fast scan)": mamba,
         "mamba (transformers fallback)": EncoderConfig(**MAMBA, scan="transformers"),
     }
     for layers in (2, 4):
-        cfg = EncoderConfig(kind="bilstm", d_model=256, n_layers=layers, dropout=0.0)
-        cfg.lstm_hidden = lstm_hidden_for(budget, cfg)
-        out[f"bilstm {layers} layers (same params)"] = cfg
+        out[f"bilstm {layers} layers (same params)"] = matched_bilstm(mamba, n_layers=layers)
     out["transformer 4 layers"] = EncoderConfig(kind="transformer", d_model=256, n_layers=4,
                                                 dropout=0.0)
     return out

@@ -245,20 +245,17 @@ def gpu_profile(device: torch.device, dry: bool) -> None:
 
 @check("throughput")
 def throughput(device: torch.device, dry: bool) -> None:
-    from ocrlib.encoder import EncoderConfig, build_encoder, lstm_hidden_for
+    from ocrlib.encoder import EncoderConfig, matched_bilstm
     from ocrlib.mixer import cuda_kernels
     from ocrlib.model import MambaOCR, ModelConfig
     from ocrlib.precision import autocast, resolve_amp
-    from ocrlib.sizes import count_params
 
     batch, reps = (4, 1) if dry else (64, 5)
     mamba = EncoderConfig(d_model=256, n_layers=2, dropout=0.0)
-    lstm = EncoderConfig(kind="bilstm", d_model=256, n_layers=2, dropout=0.0)
-    lstm.lstm_hidden = lstm_hidden_for(count_params(build_encoder(mamba)), lstm)
     contenders = {f"mamba-{p}": EncoderConfig(**{**mamba.__dict__, "scan": p})
                   for p in (["kernel"] if device.type == "cuda" and cuda_kernels() else [])
                   + (["parallel", "fast"] if device.type == "cuda" else ["fast"])}
-    contenders["bilstm"] = lstm
+    contenders["bilstm"] = matched_bilstm(mamba)
     amp = resolve_amp("auto", device)
     x = torch.randn(batch, 3, 32, 320, device=device)
     targets = torch.randint(1, 63, (batch * 8,), device=device)

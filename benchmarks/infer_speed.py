@@ -34,19 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode_speed import from_checkpoint, trained_like  # noqa: E402
 
 from ocrlib.decoding import beam_search_batch, greedy_decode  # noqa: E402
-from ocrlib.encoder import EncoderConfig, build_encoder, lstm_hidden_for  # noqa: E402
-from ocrlib.sizes import count_params  # noqa: E402
+from ocrlib.encoder import EncoderConfig, matched_bilstm  # noqa: E402
 from ocrlib.model import MambaOCR  # noqa: E402
 from ocrlib.train import profiles  # noqa: E402
 
 
 def models() -> dict[str, MambaOCR]:
     base = profiles()["laptop"].model
-    torch.manual_seed(0)
     mamba_cfg = EncoderConfig(kind="mamba", d_model=256, n_layers=2, dropout=0.0)
-    budget = count_params(build_encoder(mamba_cfg))
-    lstm_cfg = EncoderConfig(kind="bilstm", d_model=256, n_layers=2, dropout=0.0)
-    lstm_cfg.lstm_hidden = lstm_hidden_for(budget, lstm_cfg)
+    lstm_cfg = matched_bilstm(mamba_cfg)
     tf_cfg = EncoderConfig(kind="transformer", d_model=256, n_layers=2, dropout=0.0)
     out = {}
     for name, enc in (("mamba", mamba_cfg), ("bilstm", lstm_cfg), ("transformer", tf_cfg)):

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ocrlib.encoder import EncoderConfig, build_encoder, lstm_hidden_for  # noqa: E402
+from ocrlib.encoder import EncoderConfig, build_encoder, matched_bilstm  # noqa: E402
 from ocrlib.sizes import count_params  # noqa: E402
 
 FRAMES = 1280
@@ -36,9 +36,7 @@ LENGTHS = (80, 160, 320, 640, 1280)
 
 def contenders() -> dict[str, EncoderConfig]:
     mamba = EncoderConfig(d_model=256, n_layers=4, dropout=0.0, scan="fast")
-    lstm = EncoderConfig(kind="bilstm", d_model=256, n_layers=2, dropout=0.0)
-    lstm.lstm_hidden = lstm_hidden_for(count_params(build_encoder(mamba)), lstm)
-    return {"mamba": mamba, "bilstm": lstm,
+    return {"mamba": mamba, "bilstm": matched_bilstm(mamba, n_layers=2),
             "transformer": EncoderConfig(kind="transformer", d_model=256, n_layers=4, dropout=0.0)}
 
 

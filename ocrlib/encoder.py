@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .mixer import ScanPath, cuda_kernels, mixer_steps, resolve_scan  # noqa: F401  (re-exported)
+from .sizes import count_params
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,15 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
     if cfg.kind == "transformer":
         return TransformerEncoder(cfg)
     raise ValueError(f"encoder kind must be mamba, bilstm or transformer, got {cfg.kind!r}")
+
+
+def matched_bilstm(base: EncoderConfig, n_layers: int | None = None) -> EncoderConfig:
+    """A BiLSTM encoder with about as many parameters as the encoder ``base`` (same width,
+    input and dropout; ``n_layers`` defaults to ``base``'s): the fair baseline for a comparison."""
+    lstm = EncoderConfig(kind="bilstm", input_dim=base.input_dim, d_model=base.d_model,
+                         n_layers=n_layers or base.n_layers, dropout=base.dropout)
+    lstm.lstm_hidden = lstm_hidden_for(count_params(build_encoder(base)), lstm)
+    return lstm
 
 
 def lstm_hidden_for(params: int, cfg: EncoderConfig) -> int:

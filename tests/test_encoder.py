@@ -207,6 +207,17 @@ def test_bilstm_can_match_a_parameter_budget():
         assert abs(n - budget) / budget < 0.02
 
 
+def test_matched_bilstm_has_the_parameter_count_of_its_mamba():
+    from ocrlib.encoder import matched_bilstm
+
+    mamba = EncoderConfig(d_model=64, n_layers=4, dropout=0.0)
+    budget = count_params(build_encoder(mamba))
+    for layers in (None, 2):
+        lstm = matched_bilstm(mamba, n_layers=layers)
+        assert lstm.kind == "bilstm" and lstm.n_layers == (layers or 4) and lstm.d_model == 64
+        assert abs(count_params(build_encoder(lstm)) - budget) / budget < 0.02
+
+
 def test_transformer_positions_make_order_matter():
     torch.manual_seed(0)
     enc = TransformerEncoder(EncoderConfig(kind="transformer", **SMALL)).eval()
