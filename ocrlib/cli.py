@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -153,6 +154,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"`ocrlib synth --out {Path(folder).parent} --profile {args.profile}`")
     res = train_profile(prof, args.train, args.val, args.out, resume=args.resume,
                         init_from=args.init_from, progress=not args.quiet, skip_bad=args.skip_bad)
+    if int(os.environ.get("RANK", "0")):
+        return 0  # under torchrun, rank 0 reports
     print(f"trained {res.step} steps in {res.seconds:.0f} s; best validation CER "
           f"{res.best_cer:.4f}; skipped batches: {res.skipped_batches}")
     print(f"best checkpoint: {res.best}\nresume checkpoint: {res.last}")

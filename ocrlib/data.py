@@ -332,18 +332,21 @@ class OCRDataset(Dataset):
         return Sample(tensor, target, item.text, str(item.path), fill, centres)
 
 
-def ctc_collate(samples: Sequence[Sample | None], fixed_width: int | None = None) -> Batch:
+def ctc_collate(samples: Sequence[Sample | None], fixed_width: int | None = None,
+                min_width: int = 0) -> Batch:
     """Stack samples into a :class:`Batch`, padding each image with its own background to the
     widest (a multiple of :data:`WIDTH_PER_STEP`); ``None`` (skipped) samples are dropped.
 
     With ``fixed_width``, every image is padded to that width and counts all of its frames,
-    padding included: the original project's fixed-size input (for comparisons).
+    padding included: the original project's fixed-size input (for comparisons). With
+    ``min_width``, the batch is padded to at least that width (the frames are the lines' own):
+    a distributed rank pads its share as wide as the whole global batch.
     """
     kept = [s for s in samples if s is not None]
     if not kept:
         raise DataError("every sample of this batch was unreadable")
     widths = torch.tensor([s.image.shape[-1] for s in kept], dtype=torch.long)
-    width = -(-int(widths.max()) // WIDTH_PER_STEP) * WIDTH_PER_STEP
+    width = -(-max(int(widths.max()), min_width) // WIDTH_PER_STEP) * WIDTH_PER_STEP
     if fixed_width is not None:
         width = max(width, fixed_width)
         widths = torch.full_like(widths, width)

@@ -10,6 +10,7 @@ CTC alone decides what the model finally emits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,11 +38,18 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, target_lengths: torch.
 
 
 def guided_term(logits: torch.Tensor, frame_targets: torch.Tensor | None, step: int,
-                cfg: TrainConfig) -> torch.Tensor | float:
+                cfg: TrainConfig,
+                mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> torch.Tensor | float:
     """The alignment-guided start: cross-entropy of every frame against the generator's
     alignment (:func:`ocrlib.data.alignment_targets`), weighted ``cfg.guided_weight`` and
     fading linearly to 0 over the first ``cfg.guided_steps`` steps; 0 after them or when the
     batch has no recorded alignment.
+
+    ``mean_over_ranks`` (distributed training): the mean of a tensor over the ranks. The
+    cross-entropy's weighted mean is then taken over the frames of the whole global batch
+    (this rank's weighted sum over the mean of the ranks' weight totals), so the gradients that
+    DDP averages are those of one process on the whole batch.
 
     Shape:
         logits: ``(B, T, V)``; frame_targets: ``(B, T)``
@@ -52,6 +60,11 @@ def guided_term(logits: torch.Tensor, frame_targets: torch.Tensor | None, step: 
     T = min(logits.shape[1], frame_targets.shape[1])
     class_weight = torch.ones(logits.shape[-1], device=logits.device)
     class_weight[0] = cfg.guided_blank_weight
-    return weight * F.cross_entropy(logits[:, :T].float().flatten(0, 1),
-                                    frame_targets[:, :T].flatten(), weight=class_weight,
-                                    ignore_index=-100)
+    flat_logits, flat_targets = logits[:, :T].float().flatten(0, 1), frame_targets[:, :T].flatten()
+    if mean_over_ranks is None:
+        return weight * F.cross_entropy(flat_logits, flat_targets, weight=class_weight,
+                                        ignore_index=-100)
+    total = F.cross_entropy(flat_logits, flat_targets, weight=class_weight, ignore_index=-100,
+                            reduction="sum")
+    counted = class_weight[flat_targets[flat_targets != -100]].sum()
+    return weight * total / mean_over_ranks(counted).clamp_min(1e-12)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ocrlib import train as T
+from ocrlib import session as S
 from ocrlib.checkpoint import CheckpointMismatchError, load_model, read_checkpoint, save_checkpoint
 from ocrlib.model import MambaOCR
 from ocrlib.synth import generate_splits
@@ -99,7 +99,7 @@ def test_a_checkpoint_for_another_model_is_refused(data, tmp_path):
 
 
 def test_non_finite_batches_are_skipped_and_counted(data, tmp_path, monkeypatch):
-    real = T.ctc_loss
+    real = S.ctc_loss
     calls = {"n": 0}
 
     def sometimes_nan(*args):
@@ -107,7 +107,7 @@ def test_non_finite_batches_are_skipped_and_counted(data, tmp_path, monkeypatch)
         loss = real(*args)
         return loss * float("nan") if calls["n"] == 2 else loss
 
-    monkeypatch.setattr(T, "ctc_loss", sometimes_nan)
+    monkeypatch.setattr(S, "ctc_loss", sometimes_nan)
     prof = _micro(steps=4)
     res = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "best_m.pth",
                 progress=False)
