@@ -146,14 +146,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         device=args.device, amp=args.amp, seed=args.seed)
     from .lmdbset import is_lmdb
 
-    for name in ("train", "val"):
-        folder = getattr(args, name)
+    for folder in [*args.train, args.val]:
         if not (Path(folder) / "labels.txt").is_file() and not is_lmdb(folder):
             raise FileNotFoundError(
                 f"no labels.txt (or LMDB data.mdb) in {folder}: generate the data first, e.g. "
                 f"`ocrlib synth --out {Path(folder).parent} --profile {args.profile}`")
     res = train_profile(prof, args.train, args.val, args.out, resume=args.resume,
-                        init_from=args.init_from, progress=not args.quiet, skip_bad=args.skip_bad)
+                        init_from=args.init_from, progress=not args.quiet, skip_bad=args.skip_bad,
+                        mix=args.mix)
     if int(os.environ.get("RANK", "0")):
         return 0  # under torchrun, rank 0 reports
     print(f"trained {res.step} steps in {res.seconds:.0f} s; best validation CER "
@@ -248,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model with CTC")
     t.add_argument("--profile", default="laptop", choices=["tiny", "laptop", "gpu"])
-    t.add_argument("--train", default="data/train", help="labelled training folder")
+    t.add_argument("--train", nargs="+", default=["data/train"], metavar="SRC",
+                   help="labelled training folder(s) or LMDB(s); several are mixed (--mix)")
+    t.add_argument("--mix", nargs="+", type=float, metavar="RATIO",
+                   help="share of every batch from each --train source, e.g. 0.7 0.3 "
+                        "(default: in proportion to their sizes)")
     t.add_argument("--val", default="data/val", help="labelled validation folder")
     t.add_argument("--init-from", metavar="CKPT",
                    help="start from this checkpoint's weights (fine-tuning; same model)")
@@ -314,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_rank = int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 tells the story
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet_rank else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:

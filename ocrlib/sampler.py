@@ -56,3 +56,80 @@ class StepSampler(Sampler[list[int]]):
             if e != epoch:
                 batches, epoch = self.epoch(e), e
             yield batches[pos]
+
+
+def split_counts(total: int, ratios: Sequence[float]) -> list[int]:
+    """``total`` split in proportion to ``ratios`` (largest remainders; sums to ``total``)."""
+    s = float(sum(ratios))
+    exact = [total * r / s for r in ratios]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(ratios)), key=lambda k: (counts[k] - exact[k], k))
+    for k in by_remainder[: total - sum(counts)]:
+        counts[k] += 1
+    return counts
+
+
+class MixSampler(Sampler[list[int]]):
+    """Batches drawn from several sources in fixed proportions, as a pure function of
+    ``(seed, step)`` (so resuming stays exact).
+
+    The sources are concatenated (source ``k``'s lines are indices ``offsets[k] ..``). Steps are
+    grouped in chunks of ``bucket`` batches; a chunk takes :func:`split_counts` of its lines from
+    each source, in order, from that source's own endless stream (its lines shuffled anew every
+    pass, with a generator seeded by ``(seed, source, pass)``), so a small source repeats more
+    often than a large one. With ``widths``, each chunk is sorted by width before it is cut into
+    batches (less padding); the chunk's batches are then shuffled.
+    """
+
+    def __init__(self, sizes: Sequence[int], ratios: Sequence[float], batch_size: int, seed: int,
+                 start: int, total: int, widths: Sequence[int] | None = None, bucket: int = 32
+                 ) -> None:
+        if len(sizes) != len(ratios) or any(r < 0 for r in ratios) or not sum(ratios) > 0:
+            raise ValueError(f"give one non-negative mixing ratio per source, not all zero "
+                             f"({len(sizes)} sources, ratios {list(ratios)})")
+        self.bucket = max(1, bucket)
+        self.counts = split_counts(batch_size * self.bucket, ratios)
+        for n, c, r in zip(sizes, self.counts, ratios):
+            if c and not n:
+                raise ValueError("a source with a mixing ratio above 0 has no lines")
+            if r > 0 and not c:
+                raise ValueError(f"a ratio of {r} gives that source no line in {batch_size * self.bucket} "
+                                 "lines: raise it, or the batch size")
+        self.sizes, self.bs, self.seed, self.start, self.total = list(sizes), batch_size, seed, start, total
+        self.offsets = [sum(sizes[:k]) for k in range(len(sizes))]
+        self.widths = widths
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def _stream(self, k: int, begin: int, count: int) -> list[int]:
+        """Positions ``begin .. begin + count - 1`` of source ``k``'s endless stream (global ids)."""
+        out, n = [], self.sizes[k]
+        pos = begin
+        while pos < begin + count:
+            rnd, at = divmod(pos, n)
+            g = torch.Generator().manual_seed((self.seed * 1009 + k) * 100003 + rnd)
+            perm = torch.randperm(n, generator=g).tolist()
+            take = min(n - at, begin + count - pos)
+            out += [self.offsets[k] + i for i in perm[at:at + take]]
+            pos += take
+        return out
+
+    def chunk(self, c: int) -> list[list[int]]:
+        """The ``bucket`` batches of chunk ``c``, in order."""
+        lines = [i for k, cnt in enumerate(self.counts) for i in self._stream(k, c * cnt, cnt)]
+        g = torch.Generator().manual_seed(self.seed * 7919 + c)
+        if self.widths is not None:
+            lines.sort(key=lambda i: (self.widths[i], i))
+        else:
+            lines = [lines[j] for j in torch.randperm(len(lines), generator=g).tolist()]
+        batches = [lines[j:j + self.bs] for j in range(0, len(lines), self.bs)]
+        return [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches, current = [], -1
+        for step in range(self.start, self.total):
+            c, pos = divmod(step, self.bucket)
+            if c != current:
+                batches, current = self.chunk(c), c
+            yield batches[pos]

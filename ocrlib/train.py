@@ -29,10 +29,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
@@ -49,7 +50,7 @@ from .precision import (  # noqa: F401  (re-exported: older scripts import them 
     autocast, cpu_has_fast_bf16, forced_amp, numerics, resolve_amp, resolve_device,
 )
 from .profiles import Profile, TrainConfig, profile_with, profiles  # noqa: F401  (re-exported)
-from .sampler import StepSampler
+from .sampler import MixSampler, StepSampler
 from .session import (  # noqa: F401  (re-exported: notebooks import them from here)
     Session, TrainState, build_optimizer, build_scheduler, lr_curve,
 )
@@ -98,27 +99,46 @@ def check_disjoint(train_dir: Path, val_dir: Path) -> None:
                          "the validation set would repeat training samples")
 
 
-def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path, val_dir: Path,
-            start: int, skip_bad: bool = False, d: Dist = Dist()) -> tuple[DataLoader, DataLoader]:
+def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence[Path],
+            val_dir: Path, start: int, skip_bad: bool = False, d: Dist = Dist(),
+            mix: Sequence[float] | None = None) -> tuple[DataLoader, DataLoader]:
     """The training batches from step ``start`` on, and the validation batches (by width);
-    distributed, this rank's share of each (:class:`ocrlib.distributed.ShardSampler`)."""
-    charset, norm = model_cfg.charset, model_cfg.normalize
-    train_set = OCRDataset(train_dir, charset, model_cfg.height, model_cfg.width,
-                           model_cfg.time_steps, normalize=norm, skip_bad=skip_bad)
-    val_set = OCRDataset(val_dir, charset, model_cfg.height, model_cfg.width,
-                         model_cfg.time_steps, normalize=norm, limit=cfg.val_limit or None,
-                         skip_bad=skip_bad)
-    widths = train_set.widths() if cfg.bucket or d.enabled else None
-    sampler: Any = StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, cfg.steps,
-                               widths if cfg.bucket else None, cfg.bucket or 1)
+    distributed, this rank's share of each (:class:`ocrlib.distributed.ShardSampler`).
+
+    ``train_dir`` may be several sources (folders or LMDBs), mixed in every chunk of batches in
+    the proportions ``mix`` (default: their sizes) by :class:`ocrlib.sampler.MixSampler`.
+    """
+    def dataset(folder: Path, limit: int | None = None) -> OCRDataset:
+        return OCRDataset(folder, model_cfg.charset, model_cfg.height, model_cfg.width,
+                          model_cfg.time_steps, normalize=model_cfg.normalize, limit=limit,
+                          skip_bad=skip_bad)
+
+    sources = [Path(train_dir)] if isinstance(train_dir, (str, os.PathLike)) else list(train_dir)
+    sets = [dataset(Path(src)) for src in sources]
+    val_set = dataset(val_dir, cfg.val_limit or None)
+    train_set: Any = sets[0] if len(sets) == 1 else ConcatDataset(sets)
+    widths = [w for s in sets for w in s.widths()] if cfg.bucket or d.enabled else None
+    bucketed = widths if cfg.bucket else None
+    sampler: Any
+    if len(sets) == 1 and mix is None:
+        sampler = StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, cfg.steps,
+                              bucketed, cfg.bucket or 1)
+    else:
+        sizes = [len(s) for s in sets]
+        ratios = list(mix) if mix is not None else [float(n) for n in sizes]
+        sampler = MixSampler(sizes, ratios, cfg.batch_size, cfg.seed, start, cfg.steps, bucketed,
+                             cfg.bucket or 1)
+        if d.is_main:
+            for src, n, r in zip(sources, sizes, ratios):
+                log.info("mixing %s: %.0f%% of every batch, %d lines (%.1f passes over the run)",
+                         src, 100 * r / sum(ratios), n, cfg.steps * cfg.batch_size * r / sum(ratios) / n)
     fixed = model_cfg.width if cfg.fixed_width else None
     collate: Any = functools.partial(ctc_collate, fixed_width=fixed)
-    data: Any = train_set
     if d.enabled:  # this rank's share of each batch, padded as wide as the whole batch
-        sampler, data = ShardSampler(sampler, d, widths or []), Keyed(train_set)
+        sampler, train_set = ShardSampler(sampler, d, widths or []), Keyed(train_set)
         collate = functools.partial(shard_collate, fixed_width=fixed)
     cuda = resolve_device(cfg.device).type == "cuda"
-    train_loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate,
+    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
                               num_workers=cfg.workers, pin_memory=cuda)
     order = sorted(range(len(val_set)), key=val_set.widths().__getitem__)
     val_batches = shard_list([order[k:k + 64] for k in range(0, len(order), 64)], d)
@@ -143,7 +163,7 @@ class TrainResult:
 def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
-    train_dir: str | os.PathLike[str],
+    train_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     val_dir: str | os.PathLike[str],
     out: str | os.PathLike[str] = "checkpoints/best_mamba_ocr.pth",
     *,
@@ -152,12 +172,15 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     skip_bad: bool = False,
+    mix: Sequence[float] | None = None,
 ) -> TrainResult:
     """Train (or resume) and write the best and last checkpoints.
 
     Args:
         model_cfg, train_cfg: what to train and how.
-        train_dir, val_dir: labelled folders (``labels.txt``); they must not overlap.
+        train_dir, val_dir: labelled folders (``labels.txt``) or LMDBs; they must not
+            overlap. ``train_dir`` may be a list of sources, mixed in every batch in the
+            proportions ``mix`` (e.g. ``[0.7, 0.3]``; default: the sources' sizes).
         out: the best-CER checkpoint; the resume checkpoint goes beside it (:func:`last_path`),
             the history to ``<out stem>_history.jsonl`` and curves to ``<out stem>_curves.png``.
         resume: continue from the resume checkpoint (refused if it was made for another
@@ -168,11 +191,18 @@ def train(
         stop_after: stop (as if killed) after this global step; for tests and notebooks.
         skip_bad: train without the bad samples of either folder (each named in the log)
             instead of stopping with an error that names them all.
+
+    Under ``torchrun`` every process runs this; see :mod:`ocrlib.distributed`.
     """
     t_start = time.perf_counter()
-    train_dir, val_dir, best_path = Path(train_dir), Path(val_dir), Path(out)
+    sources = ([Path(train_dir)] if isinstance(train_dir, (str, os.PathLike))
+               else [Path(t) for t in train_dir])
+    val_dir, best_path = Path(val_dir), Path(out)
     resume_path = last_path(best_path)
-    check_disjoint(train_dir, val_dir)
+    if mix is not None and len(mix) != len(sources):
+        raise ValueError(f"{len(mix)} mixing ratios for {len(sources)} training sources")
+    for src in sources:
+        check_disjoint(src, val_dir)
     d, device = setup(resolve_device(train_cfg.device))
     if d.is_main:
         best_path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,8 +217,8 @@ def train(
             if resume_path.exists() and d.is_main:
                 log.info("starting afresh: %s will be replaced (resume=True continues it)",
                          resume_path)
-        train_loader, val_loader = loaders(model_cfg, train_cfg, train_dir, val_dir,
-                                           run.state.step, skip_bad, d)
+        train_loader, val_loader = loaders(model_cfg, train_cfg, sources, val_dir,
+                                           run.state.step, skip_bad, d, mix)
         _loop(run, train_loader, val_loader, best_path, resume_path, progress and d.is_main,
               stop_after)
         finished = True
@@ -251,10 +281,11 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     bar.close()
 
 
-def train_profile(prof: Profile, train_dir: str | os.PathLike[str], val_dir: str | os.PathLike[str],
-                  out: str | os.PathLike[str], *, resume: bool = False, progress: bool = True,
-                  init_from: str | os.PathLike[str] | None = None,
-                  skip_bad: bool = False) -> TrainResult:
-    """Train a profile on its data folders (see :func:`train`)."""
+def train_profile(prof: Profile, train_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  val_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                  resume: bool = False, progress: bool = True,
+                  init_from: str | os.PathLike[str] | None = None, skip_bad: bool = False,
+                  mix: Sequence[float] | None = None) -> TrainResult:
+    """Train a profile on its data (see :func:`train`)."""
     return train(prof.model, prof.train, train_dir, val_dir, out, resume=resume,
-                 init_from=init_from, progress=progress, skip_bad=skip_bad)
+                 init_from=init_from, progress=progress, skip_bad=skip_bad, mix=mix)

@@ -144,10 +144,14 @@ def test_a_hung_rank_ends_the_job_with_a_message_instead_of_hanging(data, tmp_pa
 
 
 def test_ocrlib_train_runs_unchanged_under_torchrun(data, tmp_path):
+    # two sources mixed half and half, as a learner adds their own lines to synthetic ones
+    generate_splits(tmp_path / "own", {"train": 8}, seed=5, cfg=micro().synth, workers=1,
+                    progress=False)
     out = tmp_path / "best.pth"
     proc = ok(torchrun("-m", "ocrlib", "train", "--profile", "tiny", "--steps", "2",
-                       "--batch-size", "4", "--train", data / "train", "--val", data / "val",
-                       "--out", out, "--quiet"))
+                       "--batch-size", "4", "--train", data / "train", tmp_path / "own" / "train",
+                       "--mix", "0.5", "0.5", "--val", data / "val", "--out", out, "--quiet"))
     assert proc.stdout.count("trained 2 steps") == 1  # rank 0 reports; the others are quiet
+    assert proc.stderr.count("% of every batch") == 2  # rank 0 says how it mixes, once a source
     assert read_checkpoint(last_path(out))["step"] == 2
     assert load_model(out)[0].charset.chars == micro().model.charset.chars
