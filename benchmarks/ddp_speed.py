@@ -28,11 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def worker(data: Path, warmup: int, steps: int) -> None:
-    """Train ``warmup + steps`` steps; rank 0 prints one JSON line with images/s."""
+def worker(data: Path, warmup: int, steps: int, local_bn: bool = False) -> None:
+    """Train ``warmup + steps`` steps; rank 0 prints one JSON line with images/s. With
+    ``local_bn``, BatchNorm is left per rank (what synchronising it costs)."""
     import torch
 
+    from ocrlib import distributed
     from ocrlib.distributed import setup, teardown
+
+    if local_bn:
+        distributed.sync_batchnorm = lambda model, device: 0
     from ocrlib.profiles import profile_with
     from ocrlib.session import Session
     from ocrlib.train import loaders, resolve_device
@@ -54,10 +59,11 @@ def worker(data: Path, warmup: int, steps: int) -> None:
     teardown(d)
 
 
-def launch(data: Path, nproc: int, warmup: int, steps: int, cores: int) -> dict:
+def launch(data: Path, nproc: int, warmup: int, steps: int, cores: int,
+           local_bn: bool = False) -> dict:
     """One timed run with ``nproc`` processes of ``cores // nproc`` threads each."""
     me = [str(Path(__file__).resolve()), "--worker", str(data), "--warmup", str(warmup),
-          "--steps", str(steps)]
+          "--steps", str(steps)] + (["--local-bn"] if local_bn else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, cores // nproc))}
     cmd = ([sys.executable, *me] if nproc == 1 else
            [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -76,9 +82,10 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--local-bn", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        worker(args.worker, args.warmup, args.steps)
+        worker(args.worker, args.warmup, args.steps, args.local_bn)
         return 0
     from ocrlib.profiles import profiles
     from ocrlib.synth import generate_splits
@@ -87,17 +94,25 @@ def main() -> int:
     generate_splits(data, {"train": args.n, "val": 64}, seed=0, cfg=profiles()["laptop"].synth,
                     progress=False)
     cores = os.cpu_count() or 1
-    rates: dict[int, list[float]] = {1: [], args.nproc: []}
+    configs = [(1, False), (args.nproc, False), (args.nproc, True)]
+    rates: dict[tuple[int, bool], list[float]] = {c: [] for c in configs}
     for r in range(args.rounds):
-        for nproc in (1, args.nproc):
-            row = launch(data, nproc, args.warmup, args.steps, cores)
-            rates[nproc].append(row["images_per_s"])
-            print(f"round {r}: {nproc} process(es) x {row['threads']} thread(s): "
-                  f"{row['images_per_s']:.1f} images/s", flush=True)
-    one, many = statistics.median(rates[1]), statistics.median(rates[args.nproc])
-    print(f"\n| processes | threads each | images/s (median of {args.rounds}) |\n|---|---|---|")
-    print(f"| 1 | {cores} | {one:.1f} |\n| {args.nproc} | {max(1, cores // args.nproc)} | {many:.1f} |")
-    print(f"\nimages_per_s_ratio_{args.nproc}_procs_vs_1: {many / one:.2f}")
+        for nproc, local_bn in configs:
+            row = launch(data, nproc, args.warmup, args.steps, cores, local_bn)
+            rates[nproc, local_bn].append(row["images_per_s"])
+            print(f"round {r}: {nproc} process(es) x {row['threads']} thread(s)"
+                  f"{', BatchNorm per rank' if local_bn else ''}: {row['images_per_s']:.1f} images/s",
+                  flush=True)
+    med = {c: statistics.median(v) for c, v in rates.items()}
+    print(f"\n| processes | threads each | BatchNorm | images/s (median of {args.rounds}) |")
+    print("|---|---|---|---|")
+    for nproc, local_bn in configs:
+        print(f"| {nproc} | {max(1, cores // nproc)} | "
+              f"{'per rank' if local_bn else 'global batch' if nproc > 1 else '-'} | "
+              f"{med[nproc, local_bn]:.1f} |")
+    one = med[1, False]
+    print(f"\nimages_per_s_ratio_{args.nproc}_procs_vs_1: {med[args.nproc, False] / one:.2f}")
+    print(f"images_per_s_ratio_{args.nproc}_procs_local_bn_vs_1: {med[args.nproc, True] / one:.2f}")
     return 0
 
 

@@ -187,10 +187,18 @@ def gather(obj: Any, d: Dist) -> list[Any]:
 def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     """``model`` with BatchNorm synchronised and wrapped in DistributedDataParallel (``model``
     itself when alone). The BatchNorm layers are replaced in place, so ``model``'s state dict
-    keeps its keys: checkpoints load in one process and in many."""
+    keeps its keys: checkpoints load in one process and in many.
+
+    ``OCRLIB_SYNC_BN=0`` leaves BatchNorm per rank: faster on CPUs (each synchronised layer
+    waits for every rank twice a step), but each rank then normalises with the statistics of
+    its share of the batch, as a smaller batch would.
+    """
     if not d.enabled:
         return model
-    sync_batchnorm(model, device)
+    if os.environ.get("OCRLIB_SYNC_BN", "1") == "0":
+        log.info("BatchNorm normalises each rank's share on its own (OCRLIB_SYNC_BN=0)")
+    else:
+        sync_batchnorm(model, device)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -214,12 +222,14 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> int:
 
 
 class GlooSyncBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d over the global batch of all ranks, on the CPU.
+    """BatchNorm2d over the global batch of all ranks, on the CPU (PyTorch's SyncBatchNorm
+    refuses CPU tensors). Same parameters and buffers as ``nn.BatchNorm2d``.
 
-    The per-channel count and sum, then the sum of squares about the global mean, are summed
-    across the ranks with a differentiable all-reduce, so autograd produces the gradients of BatchNorm over the whole
-    batch (its backward sums the upstream gradients across ranks in the same way). Same
-    parameters and buffers as ``nn.BatchNorm2d``.
+    One collective forward (each rank's count, mean and sum of squares about its own mean,
+    gathered and combined by Chan et al.'s formula in float64) and one backward
+    (the sums of the upstream gradient and of its product with the normalised input: the terms
+    by which every line's gradient depends on the other lines of the batch), as
+    ``torch.nn.SyncBatchNorm`` does on GPUs.
 
     Shape:
         x: ``(B, C, H, W)`` -> ``(B, C, H, W)``
@@ -228,41 +238,58 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        xf = x.float()
-        n = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
-        total = _AllSum.apply(torch.cat([n, xf.sum((0, 2, 3))]))
-        count = total[0]
-        mean = total[1:] / count
-        # the variance in a second pass, about the global mean (as one process computes it)
-        centred = xf - mean[None, :, None, None]
-        var = _AllSum.apply((centred * centred).sum((0, 2, 3))) / count
+        y, mean, var, count = _SyncBatchNorm.apply(x, self.weight, self.bias, self.eps)
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var * (count / (count - 1).clamp_min(1.0))
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
-                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), m)
-        scale = self.weight / torch.sqrt(var + self.eps)
-        y = centred * scale[None, :, None, None] + self.bias[None, :, None, None]
-        return y.to(x.dtype).contiguous(memory_format=_layout(x))
-
-
-class _AllSum(torch.autograd.Function):
-    """Sum over the ranks, differentiable: every rank's output depends on every rank's input,
-    so the gradient of each input is the sum of the output gradients over the ranks."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        y = x.clone()
-        dist.all_reduce(y)
+                unbiased = var * (count / max(count - 1.0, 1.0))
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
         return y
 
+
+class _SyncBatchNorm(torch.autograd.Function):
+    """BatchNorm's forward and backward with the statistics of every rank's batch."""
+
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        g = grad.contiguous().clone()
-        dist.all_reduce(g)
-        return g
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        xf, c = x.float(), x.shape[1]
+        n = x.numel() / c
+        local_mean = xf.mean((0, 2, 3))
+        local_m2 = (xf - local_mean[None, :, None, None]).square().sum((0, 2, 3))
+        mine = torch.cat([local_mean.new_tensor([n]), local_mean, local_m2]).double()
+        every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+        dist.all_gather(every, mine)
+        counts, means, m2s = (torch.stack(every)[:, k] for k in (slice(0, 1), slice(1, c + 1),
+                                                                  slice(c + 1, None)))
+        count = float(counts.sum())
+        mean = (counts * means).sum(0) / count
+        # Chan et al.'s combination: no cancellation however far the mean is from zero
+        var = ((m2s.sum(0) + (counts * (means - mean).square()).sum(0)) / count).float()
+        invstd = torch.rsqrt(var + eps)
+        xhat = (xf - mean.float()[None, :, None, None]) * invstd[None, :, None, None]
+        y = xhat * weight.float()[None, :, None, None] + bias.float()[None, :, None, None]
+        ctx.save_for_backward(xhat, weight, invstd)
+        ctx.count, ctx.dtype = count, x.dtype
+        ctx.mark_non_differentiable(mean, var)
+        layout = _layout(x)
+        return y.to(x.dtype).contiguous(memory_format=layout), mean.float(), var, count
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        xhat, weight, invstd = ctx.saved_tensors
+        dyf = dy.float()
+        sum_dy, sum_dy_xhat = dyf.sum((0, 2, 3)), (dyf * xhat).sum((0, 2, 3))
+        both = torch.cat([sum_dy, sum_dy_xhat])
+        dist.all_reduce(both)
+        c = sum_dy.shape[0]
+        g_dy, g_dy_xhat = both[:c] / ctx.count, both[c:] / ctx.count
+        scale = (weight.float() * invstd)[None, :, None, None]
+        dx = scale * (dyf - g_dy[None, :, None, None] - xhat * g_dy_xhat[None, :, None, None])
+        # the parameters' gradients stay this rank's: DDP averages them over the ranks
+        return (dx.to(ctx.dtype), sum_dy_xhat.to(weight.dtype), sum_dy.to(weight.dtype), None)
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:

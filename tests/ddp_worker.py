@@ -1,12 +1,13 @@
 """One process of a distributed test job (``tests/test_distributed.py`` launches it with torchrun).
 
-    torchrun --standalone --nproc_per_node 2 tests/ddp_worker.py MODE DATA OUT [--stop-after N]
-        [--resume] [--hang-at STEP]
+    torchrun --standalone --nproc_per_node 2 tests/ddp_worker.py DATA OUT [--stop-after N]
+        [--resume] [--hang-at STEP] [--check-batchnorm]
 
-MODE ``train`` trains the micro model of :func:`micro` on ``DATA/train`` and ``DATA/val`` into
-``OUT/best_m.pth``; ``--hang-at S`` makes rank 1 stop answering at step S (a hung rank).
-MODE ``batchnorm`` checks :class:`ocrlib.distributed.GlooSyncBatchNorm` against one BatchNorm2d on
-the whole batch and writes the largest differences to ``OUT/bn_rank<r>.json``.
+Trains the micro model of :func:`micro` on ``DATA/train`` and ``DATA/val`` into
+``OUT/best_m.pth``, saving the first step's gradients; ``--hang-at S`` makes rank 1 stop
+answering at step S (a hung rank). ``--check-batchnorm`` first compares
+:class:`ocrlib.distributed.GlooSyncBatchNorm` with one BatchNorm2d on the whole batch and writes
+the largest differences to ``OUT/bn_rank<r>.json``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _batchnorm(args: argparse.Namespace) -> None:
     from ocrlib.distributed import GlooSyncBatchNorm, setup
 
     d, _ = setup(torch.device("cpu"))
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the same batch on every rank
     x = torch.randn(8, 5, 3, 7) * 3 + 1
     w, b = torch.rand(5) + 0.5, torch.randn(5)
     upstream = torch.randn(8, 5, 3, 7)
@@ -94,20 +95,22 @@ def _batchnorm(args: argparse.Namespace) -> None:
         "running_var": (mine.running_var - ref.running_var).abs().max().item(),
     }
     (args.out / f"bn_rank{d.rank}.json").write_text(json.dumps(diffs))
-    dist.destroy_process_group()
+    dist.barrier()
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["train", "batchnorm"])
     p.add_argument("data", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--stop-after", type=int)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--hang-at", type=int)
+    p.add_argument("--check-batchnorm", action="store_true")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    (_train if args.mode == "train" else _batchnorm)(args)
+    if args.check_batchnorm:
+        _batchnorm(args)
+    _train(args)
 
 
 if __name__ == "__main__":

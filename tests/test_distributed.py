@@ -12,6 +12,7 @@ import torch
 
 from ddp_worker import micro
 from ocrlib.checkpoint import load_model, read_checkpoint
+from ocrlib.data import OCRDataset, ctc_collate
 from ocrlib.distributed import Dist, ShardSampler, check_batch
 from ocrlib.sampler import StepSampler
 from ocrlib.synth import generate_splits
@@ -48,7 +49,7 @@ def data(tmp_path_factory):
 def two_ranks(data, tmp_path_factory):
     """An uninterrupted 2-rank run of the micro model, 6 steps."""
     out = tmp_path_factory.mktemp("ddp_whole")
-    ok(torchrun(WORKER, "train", data, out))
+    ok(torchrun(WORKER, data, out, "--check-batchnorm"))
     return out / "best_m.pth"
 
 
@@ -71,10 +72,9 @@ def test_each_rank_reads_its_interleaved_share_of_the_same_global_batches():
         check_batch(8, Dist(0, 3))
 
 
-def test_gloo_batchnorm_is_batchnorm_over_the_whole_batch(tmp_path):
-    ok(torchrun(WORKER, "batchnorm", tmp_path, tmp_path))
+def test_gloo_batchnorm_is_batchnorm_over_the_whole_batch(two_ranks):
     for rank in (0, 1):
-        diffs = json.loads((tmp_path / f"bn_rank{rank}.json").read_text())
+        diffs = json.loads(two_ranks.with_name(f"bn_rank{rank}.json").read_text())
         assert max(diffs.values()) < 1e-4, diffs
 
 
@@ -94,15 +94,18 @@ def test_two_ranks_train_the_weights_one_process_trains(data, two_ranks, tmp_pat
     g2 = torch.load(two_ranks.with_name("first_gradients.pt"))
     for k in g1:
         assert (g2[k] - g1[k]).norm() <= 1e-3 * g1[k].norm() + 1e-12, k
-    # six steps: the runs differ by float rounding only, which training amplifies; measured
-    # here, one process on one thread and on two differ by ~10 % of how far the weights
-    # moved, two ranks by as much; a BatchNorm variance in one pass made it 31 %
-    start = session.Session(prof.model, prof.train).model.state_dict()
-    w1, w2 = _weights(one.last), _weights(two_ranks.with_name("last_m.pth"))
-    keys = [k for k in w1 if w1[k].is_floating_point() and "running" not in k]
-    moved = torch.cat([(w1[k] - start[k]).flatten() for k in keys]).norm()
-    apart = torch.cat([(w2[k] - w1[k]).flatten() for k in keys]).norm()
-    assert apart < 0.2 * moved, (apart, moved)
+    # six steps: the runs differ by float rounding only, which Adam amplifies in the weights
+    # whose gradients are rounding noise (each moves by ±lr whatever the noise's size), so
+    # compare what the models compute: their log-probabilities on the validation lines. Here,
+    # 0.2 % apart (one process on one thread and on two: 0.16 %)
+    m1, m2 = load_model(one.last)[0], load_model(two_ranks.with_name("last_m.pth"))[0]
+    cfg = m1.cfg
+    val = OCRDataset(data / "val", m1.charset, cfg.height, cfg.width, cfg.time_steps,
+                     normalize=cfg.normalize)
+    images = ctc_collate([val[i] for i in range(len(val))]).images
+    with torch.no_grad():
+        out1, out2 = m1(images).log_softmax(-1), m2(images).log_softmax(-1)
+    assert (out2 - out1).norm() < 0.01 * out1.norm()
     hist_one = [json.loads(x) for x in (tmp_path / "best_m_history.jsonl").read_text().splitlines()]
     hist_two = [json.loads(x) for x in two_ranks.with_name("best_m_history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in hist_two] == [h["step"] for h in hist_one] == [3, 6]
@@ -115,9 +118,9 @@ def test_two_ranks_train_the_weights_one_process_trains(data, two_ranks, tmp_pat
 
 
 def test_a_killed_and_resumed_two_rank_run_ends_where_the_whole_one_does(data, two_ranks, tmp_path):
-    ok(torchrun(WORKER, "train", data, tmp_path, "--stop-after", 3))
+    ok(torchrun(WORKER, data, tmp_path, "--stop-after", 3))
     assert read_checkpoint(tmp_path / "last_m.pth")["step"] == 3
-    ok(torchrun(WORKER, "train", data, tmp_path, "--resume"))
+    ok(torchrun(WORKER, data, tmp_path, "--resume"))
     a, b = _weights(two_ranks.with_name("last_m.pth")), _weights(tmp_path / "last_m.pth")
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -128,14 +131,14 @@ def test_two_ranks_resume_what_one_process_started(data, two_ranks, tmp_path):
     part = train(prof.model, prof.train, data / "train", data / "val", tmp_path / "best_m.pth",
                  progress=False, stop_after=3)
     assert "rng_ranks" not in read_checkpoint(part.last)
-    proc = ok(torchrun(WORKER, "train", data, tmp_path, "--resume"))
+    proc = ok(torchrun(WORKER, data, tmp_path, "--resume"))
     assert "written by 1 process(es), this run has 2" in proc.stderr
     assert read_checkpoint(tmp_path / "last_m.pth")["step"] == 6
 
 
 def test_a_hung_rank_ends_the_job_with_a_message_instead_of_hanging(data, tmp_path):
     t0 = time.perf_counter()
-    proc = torchrun(WORKER, "train", data, tmp_path, "--hang-at", 2,
+    proc = torchrun(WORKER, data, tmp_path, "--hang-at", 2,
                     env={"OCRLIB_DIST_TIMEOUT": "5"}, timeout=100)
     assert proc.returncode != 0
     assert time.perf_counter() - t0 < 90
