@@ -43,6 +43,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import fused as _fused
+
 
 def selective_scan_ref(
     u: torch.Tensor,
@@ -216,12 +218,15 @@ def selective_scan_time_major(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    fused: bool | None = None,
 ) -> torch.Tensor:
     """:func:`selective_scan` on time-major tensors, the layout the fast encoder runs in.
 
     The cheap elementwise parts (bias, softplus, ``Δu``, D skip, z gate) stay under ordinary
-    autograd; the recurrence runs in :class:`SelectiveScanFn` in float32 (float64 stays
-    float64) and the result is cast back to the dtype of ``u``.
+    autograd; the recurrence runs in float32 (float64 stays float64) and the result is cast
+    back to the dtype of ``u``: in C (:mod:`ocrlib.fused`) where it was compiled and the
+    tensors are float32 on the CPU, else in :class:`SelectiveScanFn`. ``fused``: True or
+    False to insist (tests); None picks.
 
     Shape:
         u, delta, z: ``(l, b, d)``; A: ``(d, n)``; B, C: ``(l, b, n)``; D, delta_bias: ``(d,)``
@@ -234,11 +239,16 @@ def selective_scan_time_major(
         delta = delta + delta_bias.to(work)
     if delta_softplus:
         delta = F.softplus(delta)
-    keep = torch.is_grad_enabled() and any(
-        x.requires_grad for x in (u, delta, A, B, C) if x is not None)
-    y = SelectiveScanFn.apply(
-        delta.contiguous(), (delta * u_w).contiguous(), A.to(work).t().contiguous(),
-        B.to(work).contiguous(), C.to(work).contiguous(), keep)
+    du, A_w, B_w, C_w = delta * u_w, A.to(work), B.to(work), C.to(work)
+    if fused is None:
+        fused = work == torch.float32 and A.shape[1] <= _fused.MAX_STATE and _fused.usable(delta)
+    if fused:
+        y = _fused.scan(delta, du, A_w, B_w, C_w)
+    else:
+        keep = torch.is_grad_enabled() and any(
+            x.requires_grad for x in (u, delta, A, B, C) if x is not None)
+        y = SelectiveScanFn.apply(delta.contiguous(), du.contiguous(), A_w.t().contiguous(),
+                                  B_w.contiguous(), C_w.contiguous(), keep)
     if D is not None:
         y = y + u_w * D.to(work)
     if z is not None:
@@ -256,8 +266,10 @@ def selective_scan(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    fused: bool | None = None,
 ) -> torch.Tensor:
-    """The fast selective scan, with the same contract (and layout) as :func:`selective_scan_ref`.
+    """The fast selective scan, with the same contract (and layout) as :func:`selective_scan_ref`
+    (``fused``: see :func:`selective_scan_time_major`).
 
     Shape:
         u, delta, z: ``(b, d, l)``; A: ``(d, n)``; B, C: ``(b, n, l)``; D, delta_bias: ``(d,)``
@@ -267,7 +279,7 @@ def selective_scan(
         return None if x is None else x.permute(2, 0, 1)
 
     y = selective_scan_time_major(tm(u), tm(delta), A, tm(B), tm(C), D, tm(z),
-                                  delta_bias, delta_softplus)
+                                  delta_bias, delta_softplus, fused)
     return y.permute(1, 2, 0)
 
 

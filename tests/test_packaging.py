@@ -71,3 +71,12 @@ def test_make_test_fails_loudly_when_there_is_nothing_to_run(target, var, messag
     )
     assert proc.returncode != 0
     assert message in proc.stderr
+
+
+def test_the_fused_scan_source_ships_with_the_package():
+    from ocrlib import fused
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = meta["tool"]["setuptools"]["package-data"]["ocrlib"]
+    rel = fused.SOURCE.relative_to(ROOT / "ocrlib").as_posix()
+    assert fused.SOURCE.is_file() and any(Path(rel).match(p) for p in patterns)

@@ -1,8 +1,11 @@
 """The fast selective scan against the reference semantics, outputs and every gradient."""
 
+import functools
+
 import pytest
 import torch
 
+from ocrlib import fused
 from ocrlib.scan import (
     POOL, SelectiveScanFn, selective_scan, selective_scan_parallel, selective_scan_ref,
 )
@@ -46,13 +49,17 @@ def _run(fn, args, softplus, weight):
 
 
 SHAPES = [(1, 1, 1, 1), (2, 8, 13, 4), (3, 16, 40, 16), (2, 5, 80, 3)]
-SCANS = {"fast": selective_scan, "parallel": parallel_batch_major}
+SCANS = {"fast": functools.partial(selective_scan, fused=False),
+         "fused": functools.partial(selective_scan, fused=True),
+         "parallel": parallel_batch_major}
 
 
 @pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("optional", [True, False])
 def test_fast_and_parallel_scans_match_reference_in_float32(scan, shape, optional):
+    if scan == "fused" and not fused.available():
+        pytest.skip("no C compiler here (the fallback is tested in test_fused.py)")
     args = _inputs(*shape, torch.float32, with_optional=optional)
     weight = torch.randn(shape[0], shape[1], shape[2])
     y_ref, g_ref = _run(selective_scan_ref, args, optional, weight)
@@ -62,7 +69,7 @@ def test_fast_and_parallel_scans_match_reference_in_float32(scan, shape, optiona
         torch.testing.assert_close(g[k], g_ref[k], rtol=1e-4, atol=1e-4, msg=f"gradient of {k}")
 
 
-@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("scan", ["fast", "parallel"])  # the fused scan is float32 only
 @pytest.mark.parametrize("shape", SHAPES[1:3])
 def test_fast_and_parallel_scans_match_reference_in_float64_to_rounding(scan, shape):
     args = _inputs(*shape, torch.float64, seed=1)
@@ -106,10 +113,10 @@ def test_half_inputs_compute_in_float32_and_return_half():
 def test_buffers_are_reused_between_steps_and_retain_graph_works():
     POOL.clear()
     args = _inputs(2, 8, 13, 4, torch.float32)
-    selective_scan(**args, delta_softplus=True).sum().backward()
+    selective_scan(**args, delta_softplus=True, fused=False).sum().backward()
     held = POOL._bytes
     assert held > 0  # returned once the graph was freed
-    y = selective_scan(**args, delta_softplus=True)
+    y = selective_scan(**args, delta_softplus=True, fused=False)
     assert POOL._bytes < held  # taken again by the next forward
     loss = y.sum()
     args["A"].grad = None
