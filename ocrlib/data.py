@@ -298,6 +298,14 @@ class OCRDataset(Dataset):
             out.append(max(1, min(self.width, round(w * self.height / max(1, h)))))
         return out
 
+    def input_widths(self) -> list[int]:
+        """The width each sample enters the network at: :meth:`widths`, widened as
+        :meth:`__getitem__` widens a line too narrow for the frames its label needs."""
+        if not self.targets:
+            return self.widths()
+        return [max(w, min(self.width, WIDTH_PER_STEP * ctc_min_length(item.text))) if item.text
+                else w for w, item in zip(self.widths(), self.items)]
+
     def centres(self, i: int) -> list[float] | None:
         """Sample ``i``'s character centres in input pixels (from ``meta.jsonl``), or None."""
         if self._centres is None:

@@ -175,6 +175,14 @@ def all_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
     return y
 
 
+def broadcast_buffers(model: nn.Module, d: Dist) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics), e.g. before validating:
+    with ``OCRLIB_SYNC_BN=0`` each rank's drift apart during a step."""
+    if d.enabled:
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
+
+
 def gather(obj: Any, d: Dist) -> list[Any]:
     """Every rank's ``obj``, in rank order (``[obj]`` when alone)."""
     if not d.enabled:

@@ -68,26 +68,33 @@ def _build(cache: Path) -> Path:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found ($CC, cc, gcc or clang)")
-    base = ["-O3", "-ffast-math", "-fPIC", "-shared", "-std=c99"]
+    # -ffast-math lets the compiler vectorise expf; it is given to the compile step only: linked
+    # into a shared library (GCC < 13) it would switch the whole process to flush denormals
+    # to zero
+    base = ["-O3", "-ffast-math", "-fPIC", "-std=c99"]
     native = [] if platform.machine().lower() in ("arm64", "aarch64") else ["-march=native"]
     errors = []
     for extra in (["-fopenmp"] + native, native, []):  # OpenMP and native code where they work
         flags = base + extra
-        key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags]).encode()
+        key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags, "2-step"]).encode()
                              + _cpu_key().encode()).hexdigest()[:16]
         target = cache / f"ocrlib_scan_{key}.so"
         if target.is_file():
             return target
         cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-        os.close(fd)
-        proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
-                              text=True)
+        work = Path(tempfile.mkdtemp(dir=cache))
+        link = [x for x in extra if x == "-fopenmp"]
+        proc = subprocess.run([cc, *flags, "-c", str(SOURCE), "-o", str(work / "scan.o")],
+                              capture_output=True, text=True)
         if proc.returncode == 0:
-            os.replace(tmp, target)  # atomic: two processes building at once both end well
+            proc = subprocess.run([cc, "-shared", *link, str(work / "scan.o"), "-o",
+                                   str(work / "scan.so"), "-lm"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            os.replace(work / "scan.so", target)  # atomic: concurrent builders both end well
+            shutil.rmtree(work, ignore_errors=True)
             log.info("fused CPU scan compiled with %s %s", cc, " ".join(extra) or "(plain)")
             return target
-        os.unlink(tmp)
+        shutil.rmtree(work, ignore_errors=True)
         errors.append(proc.stderr.strip().splitlines()[-1:] or ["?"])
     raise RuntimeError(f"{cc} could not compile {SOURCE.name}: {errors[0][0]}")
 
@@ -199,4 +206,10 @@ def scan(delta: torch.Tensor, du: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     """
     if A.shape[1] > MAX_STATE:
         raise ValueError(f"the fused scan keeps at most {MAX_STATE} states, not {A.shape[1]}")
+    if not available():
+        raise RuntimeError(f"the fused scan is unavailable: {problem()}")
+    bad = [f"{t.dtype} on {t.device}" for t in (delta, du, A, B, C)
+           if t.device.type != "cpu" or t.dtype != torch.float32]
+    if bad:
+        raise ValueError(f"the fused scan takes float32 CPU tensors, not {bad[0]}")
     return FusedScanFn.apply(delta, du, A, B, C)

@@ -159,7 +159,7 @@ class Session:
             log.warning("%s was written by %d process(es), this run has %d: the batches continue "
                         "exactly, the dropout random streams do not", path, len(ranks), d.world)
             if d.rank:
-                torch.manual_seed(self.cfg.seed + 1000 * d.rank + self.state.step)
+                torch.manual_seed(self.cfg.seed + 1000 * d.rank + int(ckpt["step"]))
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         """Start from another checkpoint's weights (same model) with a fresh optimizer."""
@@ -177,7 +177,13 @@ class Session:
             logits = self.net(batch.images)
         loss = ctc_loss(logits, batch.targets, batch.target_lengths, batch.frames)
         d = self.dist
-        total = loss + guided_term(logits, batch.frame_targets, self.state.step, self.cfg,
+        frame_targets = batch.frame_targets
+        if d.enabled and self.state.step < self.cfg.guided_steps:
+            # the guided term only where every rank's share has the renderer's alignment (one
+            # process drops it for a batch without one): the ranks must call alike collectives
+            have = all_sum(torch.tensor([float(frame_targets is not None)]), d)
+            frame_targets = frame_targets if int(have.item()) == d.world else None
+        total = loss + guided_term(logits, frame_targets, self.state.step, self.cfg,
                                    (lambda w: all_sum(w, d) / d.world) if d.enabled else None)
         # every rank takes the same decision and logs the loss of the whole batch
         both = all_sum(torch.stack([loss.detach(), total.detach()]), d) / d.world

@@ -39,7 +39,8 @@ from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
 from .decoding import greedy_decode
 from .distributed import (
-    Dist, Keyed, ShardSampler, describe_failure, gather, setup, shard_collate, shard_list,
+    Dist, Keyed, ShardSampler, broadcast_buffers, describe_failure, gather, setup, shard_collate,
+    shard_list,
     teardown,
 )
 from .folder import read_manifest
@@ -117,8 +118,7 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
     sets = [dataset(Path(src)) for src in sources]
     val_set = dataset(val_dir, cfg.val_limit or None)
     train_set: Any = sets[0] if len(sets) == 1 else ConcatDataset(sets)
-    widths = [w for s in sets for w in s.widths()] if cfg.bucket or d.enabled else None
-    bucketed = widths if cfg.bucket else None
+    bucketed = [w for s in sets for w in s.widths()] if cfg.bucket else None
     sampler: Any
     if len(sets) == 1 and mix is None:
         sampler = StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, cfg.steps,
@@ -135,7 +135,8 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
     fixed = model_cfg.width if cfg.fixed_width else None
     collate: Any = functools.partial(ctc_collate, fixed_width=fixed)
     if d.enabled:  # this rank's share of each batch, padded as wide as the whole batch
-        sampler, train_set = ShardSampler(sampler, d, widths or []), Keyed(train_set)
+        wide = [w for s in sets for w in s.input_widths()]
+        sampler, train_set = ShardSampler(sampler, d, wide), Keyed(train_set)
         collate = functools.partial(shard_collate, fixed_width=fixed)
     cuda = resolve_device(cfg.device).type == "cuda"
     train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
@@ -261,6 +262,7 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
                         cer=f"{state.best_cer:.3f}" if state.best_cer < math.inf else "-")
         step = state.step
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            broadcast_buffers(run.model, run.dist)  # rank 0's running statistics everywhere
             result = evaluate(run.model, val_loader, run.device, run.amp_dtype, run.dist)
             state.history.append({"step": step, "loss": running, "val_cer": result["cer"],
                                   "lr": run.scheduler.get_last_lr()[0], "skipped": state.skipped})

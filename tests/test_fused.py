@@ -73,6 +73,9 @@ def test_too_many_states_or_float64_take_the_pytorch_path():
         fused.scan(*(torch.zeros(1, 1, 1),) * 2, torch.zeros(1, 65), *(torch.zeros(1, 1, 65),) * 2)
     dbl = {k: v.detach().double() for k, v in _args().items()}
     assert selective_scan(**dbl, delta_softplus=True).dtype == torch.float64
+    if fused.available():  # asked for explicitly, what the C code cannot take is refused
+        with pytest.raises(ValueError, match="float32 CPU tensors, not torch.float64"):
+            selective_scan(**dbl, delta_softplus=True, fused=True)
 
 
 PROBE = """
@@ -86,7 +89,8 @@ x = torch.randn(2, 20, 16)
 y = enc(x)
 y.sum().backward()
 print(json.dumps({"available": fused.available(), "problem": fused.problem(),
-                  "y": y.detach().sum().item()}))
+                  "y": y.detach().sum().item(),
+                  "denormal": (torch.tensor([1e-40]) * 1.0).item()}))
 """
 
 
@@ -107,6 +111,9 @@ def test_a_machine_without_a_compiler_still_trains_on_the_pytorch_scan(tmp_path)
         _, with_cc = _probe(tmp_path, {})
         assert with_cc["available"]
         assert with_cc["y"] == pytest.approx(row["y"], rel=1e-5, abs=1e-5)
+        # loading the library leaves the process's float behaviour alone (fast math is for the
+        # compile step only: linked in, it would flush denormals to zero everywhere)
+        assert with_cc["denormal"] > 0
 
 
 def test_the_compiled_scan_can_be_switched_off(tmp_path):

@@ -51,8 +51,9 @@ int ocr_scan_bwd(const float *delta, const float *du, const float *A, const floa
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long bi = 0; bi < b; ++bi) {
-        float *hs = (float *)malloc(sizeof(float) * (size_t)(l * n));
+        float *hs = (float *)malloc(sizeof(float) * (size_t)(l * n + 1));
         if (!hs) {
+#pragma omp atomic write
             failed = 1;
             continue;
         }
