@@ -28,16 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def worker(data: Path, warmup: int, steps: int, local_bn: bool = False) -> None:
-    """Train ``warmup + steps`` steps; rank 0 prints one JSON line with images/s. With
-    ``local_bn``, BatchNorm is left per rank (what synchronising it costs)."""
+def worker(data: Path, warmup: int, steps: int) -> None:
+    """Train ``warmup + steps`` steps; rank 0 prints one JSON line with images/s."""
     import torch
 
-    from ocrlib import distributed
     from ocrlib.distributed import setup, teardown
-
-    if local_bn:
-        distributed.sync_batchnorm = lambda model, device: 0
     from ocrlib.profiles import profile_with
     from ocrlib.session import Session
     from ocrlib.train import loaders, resolve_device
@@ -61,10 +56,12 @@ def worker(data: Path, warmup: int, steps: int, local_bn: bool = False) -> None:
 
 def launch(data: Path, nproc: int, warmup: int, steps: int, cores: int,
            local_bn: bool = False) -> dict:
-    """One timed run with ``nproc`` processes of ``cores // nproc`` threads each."""
+    """One timed run with ``nproc`` processes of ``cores // nproc`` threads each; with
+    ``local_bn``, BatchNorm per rank (``OCRLIB_SYNC_BN=0``: what synchronising it costs)."""
     me = [str(Path(__file__).resolve()), "--worker", str(data), "--warmup", str(warmup),
-          "--steps", str(steps)] + (["--local-bn"] if local_bn else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, cores // nproc))}
+          "--steps", str(steps)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, cores // nproc)),
+           "OCRLIB_SYNC_BN": "0" if local_bn else "1"}
     cmd = ([sys.executable, *me] if nproc == 1 else
            [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={nproc}", *me])
@@ -82,10 +79,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--local-bn", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        worker(args.worker, args.warmup, args.steps, args.local_bn)
+        worker(args.worker, args.warmup, args.steps)
         return 0
     from ocrlib.profiles import profiles
     from ocrlib.synth import generate_splits

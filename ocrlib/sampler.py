@@ -7,7 +7,7 @@ so step ``s`` is computed, never remembered: batch ``s % per_epoch`` of epoch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -50,12 +50,19 @@ class StepSampler(Sampler[list[int]]):
         return [batches[j] for j in order]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches, epoch = [], -1
-        for step in range(self.start, self.total):
-            e, pos = divmod(step, self.per_epoch)
-            if e != epoch:
-                batches, epoch = self.epoch(e), e
-            yield batches[pos]
+        return _walk(self.start, self.total, self.per_epoch, self.epoch)
+
+
+def _walk(start: int, total: int, per_block: int, block: Callable[[int], list[list[int]]]
+          ) -> Iterator[list[int]]:
+    """The batches of steps ``start .. total-1``, where step s is batch ``s % per_block`` of
+    ``block(s // per_block)`` (each block computed once, when the walk reaches it)."""
+    batches, current = [], -1
+    for step in range(start, total):
+        b, pos = divmod(step, per_block)
+        if b != current:
+            batches, current = block(b), b
+        yield batches[pos]
 
 
 def split_counts(total: int, ratios: Sequence[float]) -> list[int]:
@@ -127,9 +134,4 @@ class MixSampler(Sampler[list[int]]):
         return [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches, current = [], -1
-        for step in range(self.start, self.total):
-            c, pos = divmod(step, self.bucket)
-            if c != current:
-                batches, current = self.chunk(c), c
-            yield batches[pos]
+        return _walk(self.start, self.total, self.bucket, self.chunk)

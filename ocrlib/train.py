@@ -100,6 +100,13 @@ def check_disjoint(train_dir: Path, val_dir: Path) -> None:
                          "the validation set would repeat training samples")
 
 
+def as_sources(train_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """One training source or several, as a list of paths."""
+    if isinstance(train_dir, (str, os.PathLike)):
+        return [Path(train_dir)]
+    return [Path(t) for t in train_dir]
+
+
 def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence[Path],
             val_dir: Path, start: int, skip_bad: bool = False, d: Dist = Dist(),
             mix: Sequence[float] | None = None) -> tuple[DataLoader, DataLoader]:
@@ -114,8 +121,8 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
                           model_cfg.time_steps, normalize=model_cfg.normalize, limit=limit,
                           skip_bad=skip_bad)
 
-    sources = [Path(train_dir)] if isinstance(train_dir, (str, os.PathLike)) else list(train_dir)
-    sets = [dataset(Path(src)) for src in sources]
+    sources = as_sources(train_dir)
+    sets = [dataset(src) for src in sources]
     val_set = dataset(val_dir, cfg.val_limit or None)
     train_set: Any = sets[0] if len(sets) == 1 else ConcatDataset(sets)
     bucketed = [w for s in sets for w in s.widths()] if cfg.bucket else None
@@ -196,8 +203,7 @@ def train(
     Under ``torchrun`` every process runs this; see :mod:`ocrlib.distributed`.
     """
     t_start = time.perf_counter()
-    sources = ([Path(train_dir)] if isinstance(train_dir, (str, os.PathLike))
-               else [Path(t) for t in train_dir])
+    sources = as_sources(train_dir)
     val_dir, best_path = Path(val_dir), Path(out)
     resume_path = last_path(best_path)
     if mix is not None and len(mix) != len(sources):
