@@ -1,16 +1,18 @@
-"""The selective scan in C: the fused CPU path of the Mamba layer (notebook 03).
+"""The selective SSM in C: the fused CPU path of the Mamba layer (notebook 03).
 
-:class:`ocrlib.scan.SelectiveScanFn` runs the recurrence as ~4 PyTorch operations per time
-step on ``(b, n, d)`` slices and keeps every state for the backward. ``csrc/scan.c`` runs one
-channel at a time with its ``n`` states in registers (one fused loop: decay, update, read-out),
-and its backward recomputes a channel's states into a few kilobytes instead of keeping
-``l * b * n * d`` of them.
+In PyTorch operations the SSM step of a Mamba layer is softplus, ``Δu``, the recurrence
+(:class:`ocrlib.scan.SelectiveScanFn`: ~4 operations per time step, every state kept for the
+backward), the D skip and the z gate: ~10 passes over ``(l, b, d)`` tensors forward and ~20
+backward. ``csrc/scan.c`` does it in one call each way: the element-wise parts fused into the
+loop, the recurrence on blocks of 16 neighbouring channels (a vector lane per channel, the
+``n`` state updates of a step independent of one another), and a backward that recomputes a
+block's states into a few kilobytes instead of keeping ``l * b * n * d`` of them.
 
 It is compiled on first use with the C compiler the machine has (``$CC``, else ``cc``/``gcc``/
 ``clang``; OpenMP when the compiler supports it) into ``$OCRLIB_CACHE`` (default
 ``~/.cache/ocrlib``), keyed by the source, the flags and the processor, and loaded with
 ctypes: no build step at install, no PyTorch headers. Without a compiler (or with
-``OCRLIB_FUSED=0``), :func:`scan` is unavailable, :func:`problem` says why in one log line,
+``OCRLIB_FUSED=0``), :func:`ssm` is unavailable, :func:`problem` says why in one log line,
 and the scan runs on the PyTorch path: same results, slower.
 """
 
@@ -111,13 +113,13 @@ def _load() -> ctypes.CDLL | None:
             try:
                 cache = Path(os.environ.get("OCRLIB_CACHE", Path.home() / ".cache" / "ocrlib"))
                 lib = ctypes.CDLL(str(_build(cache)))
-                if lib.ocr_scan_abi() != 1:
+                if lib.ocr_scan_abi() != 2:
                     raise RuntimeError("stale compiled scan")
                 f, L, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-                lib.ocr_scan_fwd.argtypes = [f] * 6 + [L] * 4 + [i]
-                lib.ocr_scan_fwd.restype = None
-                lib.ocr_scan_bwd.argtypes = [f] * 11 + [L] * 4 + [i]
-                lib.ocr_scan_bwd.restype = i
+                lib.ocr_ssm_fwd.argtypes = [f] * 7 + [i, f] + [L] * 4 + [i]
+                lib.ocr_ssm_fwd.restype = i
+                lib.ocr_ssm_bwd.argtypes = [f] * 7 + [i] + [f] * 8 + [L] * 4 + [i]
+                lib.ocr_ssm_bwd.restype = i
                 _lib = lib
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                 _problem = str(err)
@@ -149,67 +151,85 @@ def problem() -> str | None:
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """True when :func:`scan` takes these tensors: float32 on the CPU, state size <= 64."""
+    """True when :func:`ssm` takes these tensors: float32 on the CPU (and it compiled)."""
     return not _off and all(t.device.type == "cpu" and t.dtype == torch.float32
                             for t in tensors) and available()
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
 
 
-class FusedScanFn(torch.autograd.Function):
-    """:class:`ocrlib.scan.SelectiveScanFn`'s recurrence, forward and backward in C.
+class FusedSSMFn(torch.autograd.Function):
+    """The selective SSM (softplus, ``Δu``, recurrence, D skip, z gate), forward and backward in C.
 
     Shape:
-        delta, du: ``(l, b, d)``; A: ``(d, n)``; B, C: ``(l, b, n)`` -> y: ``(l, b, d)``
+        u, dt, z: ``(l, b, d)``; A: ``(d, n)``; B, C: ``(l, b, n)``; D: ``(d,)``
+        -> ``(l, b, d)``
     """
 
     @staticmethod
-    def forward(ctx: Any, delta: torch.Tensor, du: torch.Tensor, A: torch.Tensor,
-                B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+                softplus: bool) -> torch.Tensor:
         lib = _load()
         assert lib is not None
-        delta, du, A, B, C = (x.contiguous() for x in (delta, du, A, B, C))
-        l, b, d = delta.shape
-        n = A.shape[1]
-        y = torch.empty_like(delta)
-        lib.ocr_scan_fwd(_ptr(delta), _ptr(du), _ptr(A), _ptr(B), _ptr(C), _ptr(y), l, b, d, n,
-                         torch.get_num_threads())
-        ctx.save_for_backward(delta, du, A, B, C)
-        return y
+        u, dt, A, B, C = (x.contiguous() for x in (u, dt, A, B, C))
+        D = None if D is None else D.contiguous()
+        z = None if z is None else z.contiguous()
+        l, b, d = u.shape
+        out = torch.empty_like(u)
+        if lib.ocr_ssm_fwd(_ptr(u), _ptr(dt), _ptr(z), _ptr(A), _ptr(B), _ptr(C), _ptr(D),
+                           int(softplus), _ptr(out), l, b, d, A.shape[1],
+                           torch.get_num_threads()):
+            raise MemoryError("the fused scan could not allocate its work buffers")
+        ctx.save_for_backward(u, dt, A, B, C, D, z)
+        ctx.softplus = softplus
+        return out
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def backward(ctx: Any, dout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         lib = _load()
         assert lib is not None
-        delta, du, A, B, C = ctx.saved_tensors
-        l, b, d = delta.shape
-        n = A.shape[1]
-        dy = dy.contiguous().float()
-        d_delta, d_du = torch.empty_like(delta), torch.empty_like(du)
-        dA = torch.zeros(b, d, n, dtype=torch.float32)
-        dB, dC = torch.zeros_like(B), torch.zeros_like(C)
-        if lib.ocr_scan_bwd(_ptr(delta), _ptr(du), _ptr(A), _ptr(B), _ptr(C), _ptr(dy),
-                            _ptr(d_delta), _ptr(d_du), _ptr(dA), _ptr(dB), _ptr(dC), l, b, d, n,
-                            torch.get_num_threads()):
-            raise MemoryError("the fused scan's backward could not allocate its state buffer")
-        return d_delta, d_du, dA.sum(0), dB, dC
+        u, dt, A, B, C, D, z = ctx.saved_tensors
+        l, b, d = u.shape
+        dout = dout.contiguous().float()
+        du, ddt = torch.empty_like(u), torch.empty_like(u)
+        dz = None if z is None else torch.empty_like(z)
+        dA, dB, dC = torch.empty_like(A), torch.empty_like(B), torch.empty_like(C)
+        dD = None if D is None else torch.empty_like(D)
+        if lib.ocr_ssm_bwd(_ptr(u), _ptr(dt), _ptr(z), _ptr(A), _ptr(B), _ptr(C), _ptr(D),
+                           int(ctx.softplus), _ptr(dout), _ptr(du), _ptr(ddt), _ptr(dz),
+                           _ptr(dA), _ptr(dB), _ptr(dC), _ptr(dD), l, b, d, A.shape[1],
+                           torch.get_num_threads()):
+            raise MemoryError("the fused scan's backward could not allocate its work buffers")
+        return du, ddt, dA, dB, dC, dD, dz, None
 
 
-def scan(delta: torch.Tensor, du: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-         C: torch.Tensor) -> torch.Tensor:
-    """The recurrence ``h_t = exp(Δ_t A) h_{t-1} + (Δu)_t B_t``, ``y_t = C_t · h_t`` in C.
+def ssm(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+        D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+        softplus: bool = False) -> torch.Tensor:
+    """The selective SSM in C: ``Δ = softplus(dt)`` (or ``dt``), the recurrence
+    ``h_t = exp(Δ_t A) h_{t-1} + Δ_t u_t B_t``, ``y_t = C_t · h_t + D u_t``, times ``silu(z_t)``.
 
     Shape:
-        delta, du: ``(l, b, d)``; A: ``(d, n)``; B, C: ``(l, b, n)`` -> ``(l, b, d)``
+        u, dt, z: ``(l, b, d)``; A: ``(d, n)``; B, C: ``(l, b, n)``; D: ``(d,)``
+        -> ``(l, b, d)``
     """
     if A.shape[1] > MAX_STATE:
         raise ValueError(f"the fused scan keeps at most {MAX_STATE} states, not {A.shape[1]}")
     if not available():
         raise RuntimeError(f"the fused scan is unavailable: {problem()}")
-    bad = [f"{t.dtype} on {t.device}" for t in (delta, du, A, B, C)
+    given = [t for t in (u, dt, A, B, C, D, z) if t is not None]
+    bad = [f"{t.dtype} on {t.device}" for t in given
            if t.device.type != "cpu" or t.dtype != torch.float32]
     if bad:
         raise ValueError(f"the fused scan takes float32 CPU tensors, not {bad[0]}")
-    return FusedScanFn.apply(delta, du, A, B, C)
+    l, b, d = u.shape
+    n = A.shape[1]
+    want = {"dt": (dt, (l, b, d)), "A": (A, (d, n)), "B": (B, (l, b, n)), "C": (C, (l, b, n)),
+            "D": (D, (d,)), "z": (z, (l, b, d))}
+    for name, (t, shape) in want.items():
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"the fused scan wants {name} of shape {shape}, not {tuple(t.shape)}")
+    return FusedSSMFn.apply(u, dt, A, B, C, D, z, softplus)

@@ -222,10 +222,10 @@ def selective_scan_time_major(
 ) -> torch.Tensor:
     """:func:`selective_scan` on time-major tensors, the layout the fast encoder runs in.
 
-    The cheap elementwise parts (bias, softplus, ``Δu``, D skip, z gate) stay under ordinary
-    autograd; the recurrence runs in float32 (float64 stays float64) and the result is cast
-    back to the dtype of ``u``: in C (:mod:`ocrlib.fused`) where it was compiled and the
-    tensors are float32 on the CPU, else in :class:`SelectiveScanFn`. ``fused``: True or
+    Runs in float32 (float64 stays float64) and casts the result back to the dtype of ``u``:
+    in C (:mod:`ocrlib.fused`: softplus, ``Δu``, the recurrence, D skip and z gate in one
+    call, forward and backward) where it was compiled and the tensors are float32 on the
+    CPU, else as PyTorch operations around :class:`SelectiveScanFn`. ``fused``: True or
     False to insist (tests); None picks.
 
     Shape:
@@ -237,18 +237,20 @@ def selective_scan_time_major(
     u_w, delta = u.to(work), delta.to(work)
     if delta_bias is not None:
         delta = delta + delta_bias.to(work)
+    if fused is None:
+        fused = work == torch.float32 and A.shape[1] <= _fused.MAX_STATE and _fused.usable(delta)
+    if fused:  # softplus, Δu, the recurrence, D skip and z gate in one C call
+        y = _fused.ssm(u_w, delta, A.to(work), B.to(work), C.to(work),
+                       None if D is None else D.to(work), None if z is None else z.to(work),
+                       softplus=delta_softplus)
+        return y.to(dtype)
     if delta_softplus:
         delta = F.softplus(delta)
     du, A_w, B_w, C_w = delta * u_w, A.to(work), B.to(work), C.to(work)
-    if fused is None:
-        fused = work == torch.float32 and A.shape[1] <= _fused.MAX_STATE and _fused.usable(delta)
-    if fused:
-        y = _fused.scan(delta, du, A_w, B_w, C_w)
-    else:
-        keep = torch.is_grad_enabled() and any(
-            x.requires_grad for x in (u, delta, A, B, C) if x is not None)
-        y = SelectiveScanFn.apply(delta.contiguous(), du.contiguous(), A_w.t().contiguous(),
-                                  B_w.contiguous(), C_w.contiguous(), keep)
+    keep = torch.is_grad_enabled() and any(
+        x.requires_grad for x in (u, delta, A, B, C) if x is not None)
+    y = SelectiveScanFn.apply(delta.contiguous(), du.contiguous(), A_w.t().contiguous(),
+                              B_w.contiguous(), C_w.contiguous(), keep)
     if D is not None:
         y = y + u_w * D.to(work)
     if z is not None:

@@ -28,8 +28,8 @@ def _args(b=2, d=8, l=13, n=4, seed=0, grad=True):
 @compiled
 def test_the_fast_path_runs_the_compiled_scan_and_keeps_no_states(monkeypatch):
     calls = []
-    real = fused.FusedScanFn.apply
-    monkeypatch.setattr(fused.FusedScanFn, "apply", lambda *a: calls.append(1) or real(*a))
+    real = fused.FusedSSMFn.apply
+    monkeypatch.setattr(fused.FusedSSMFn, "apply", lambda *a: calls.append(1) or real(*a))
     POOL.clear()
     args = _args()
     y = selective_scan(**args, delta_softplus=True)
@@ -64,13 +64,44 @@ def test_compiled_scan_takes_bf16_inputs_and_long_lines():
     assert y.dtype == torch.bfloat16
 
 
+@compiled
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_compiled_scan_agrees_over_thread_counts_channel_blocks_and_one_line(threads):
+    # d = 40: two full blocks of 16 channels and a tail of 8; b = 1: the threads share one
+    # line's channels and add up their dB, dC, dA and dD; steps large enough that some
+    # decays underflow (exp(-120) is 0 in float32 either way)
+    args = {k: v.detach() for k, v in _args(b=1, d=40, l=37, n=16, seed=3).items()}
+    args["delta"] = args["delta"] * 30
+    weight = torch.randn(1, 40, 37, generator=torch.Generator().manual_seed(4))
+    grads = []
+    before = torch.get_num_threads()
+    try:
+        for use_c in (False, True):
+            torch.set_num_threads(threads if use_c else 1)
+            inp = {k: v.clone().requires_grad_() for k, v in args.items()}
+            y = selective_scan(**inp, delta_softplus=True, fused=use_c)
+            (y * weight).sum().backward()
+            grads.append([y.detach()] + [inp[k].grad for k in sorted(inp)])
+    finally:
+        torch.set_num_threads(before)
+    for name, ref, got in zip(["y", *sorted(args)], *grads):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4, msg=f"{name}, {threads} threads")
+
+
+@compiled
+def test_the_recurrence_leaves_the_callers_denormals_alone():
+    # the C loops count denormals as zero inside their own threads and restore the setting
+    selective_scan(**_args(), delta_softplus=True, fused=True).sum().backward()
+    assert (torch.tensor([1e-40]) * 1.0).item() > 0
+
+
 def test_too_many_states_or_float64_take_the_pytorch_path():
     big = {k: v.detach() for k, v in _args(n=fused.MAX_STATE + 1).items()}
     y = selective_scan(**big, delta_softplus=True)  # picks the PyTorch scan, no error
     torch.testing.assert_close(y, selective_scan_ref(**big, delta_softplus=True), rtol=1e-4,
                                atol=1e-4)
     with pytest.raises(ValueError, match="at most 64 states"):
-        fused.scan(*(torch.zeros(1, 1, 1),) * 2, torch.zeros(1, 65), *(torch.zeros(1, 1, 65),) * 2)
+        fused.ssm(*(torch.zeros(1, 1, 1),) * 2, torch.zeros(1, 65), *(torch.zeros(1, 1, 65),) * 2)
     dbl = {k: v.detach().double() for k, v in _args().items()}
     assert selective_scan(**dbl, delta_softplus=True).dtype == torch.float64
     if fused.available():  # asked for explicitly, what the C code cannot take is refused
