@@ -76,7 +76,8 @@ def _build(cache: Path) -> Path:
     base = ["-O3", "-ffast-math", "-fPIC", "-std=c99"]
     native = [] if platform.machine().lower() in ("arm64", "aarch64") else ["-march=native"]
     errors = []
-    for extra in (["-fopenmp"] + native, native, []):  # OpenMP and native code where they work
+    # OpenMP and native code where they work; without OpenMP, its simd pragmas still vectorise
+    for extra in (["-fopenmp"] + native, ["-fopenmp-simd"] + native, native, []):
         flags = base + extra
         key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags, "2-step"]).encode()
                              + _cpu_key().encode()).hexdigest()[:16]
@@ -160,6 +161,13 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _check(code: int, what: str) -> None:
+    if code == 1:
+        raise MemoryError(f"the fused scan's {what} could not allocate its work buffers")
+    if code:
+        raise ValueError(f"the fused scan's {what} refused its arguments (code {code})")
+
+
 class FusedSSMFn(torch.autograd.Function):
     """The selective SSM (softplus, ``Δu``, recurrence, D skip, z gate), forward and backward in C.
 
@@ -179,10 +187,9 @@ class FusedSSMFn(torch.autograd.Function):
         z = None if z is None else z.contiguous()
         l, b, d = u.shape
         out = torch.empty_like(u)
-        if lib.ocr_ssm_fwd(_ptr(u), _ptr(dt), _ptr(z), _ptr(A), _ptr(B), _ptr(C), _ptr(D),
-                           int(softplus), _ptr(out), l, b, d, A.shape[1],
-                           torch.get_num_threads()):
-            raise MemoryError("the fused scan could not allocate its work buffers")
+        _check(lib.ocr_ssm_fwd(_ptr(u), _ptr(dt), _ptr(z), _ptr(A), _ptr(B), _ptr(C), _ptr(D),
+                               int(softplus), _ptr(out), l, b, d, A.shape[1],
+                               torch.get_num_threads()), "forward")
         ctx.save_for_backward(u, dt, A, B, C, D, z)
         ctx.softplus = softplus
         return out
@@ -198,11 +205,10 @@ class FusedSSMFn(torch.autograd.Function):
         dz = None if z is None else torch.empty_like(z)
         dA, dB, dC = torch.empty_like(A), torch.empty_like(B), torch.empty_like(C)
         dD = None if D is None else torch.empty_like(D)
-        if lib.ocr_ssm_bwd(_ptr(u), _ptr(dt), _ptr(z), _ptr(A), _ptr(B), _ptr(C), _ptr(D),
-                           int(ctx.softplus), _ptr(dout), _ptr(du), _ptr(ddt), _ptr(dz),
-                           _ptr(dA), _ptr(dB), _ptr(dC), _ptr(dD), l, b, d, A.shape[1],
-                           torch.get_num_threads()):
-            raise MemoryError("the fused scan's backward could not allocate its work buffers")
+        _check(lib.ocr_ssm_bwd(_ptr(u), _ptr(dt), _ptr(z), _ptr(A), _ptr(B), _ptr(C), _ptr(D),
+                               int(ctx.softplus), _ptr(dout), _ptr(du), _ptr(ddt), _ptr(dz),
+                               _ptr(dA), _ptr(dB), _ptr(dC), _ptr(dD), l, b, d, A.shape[1],
+                               torch.get_num_threads()), "backward")
         return du, ddt, dA, dB, dC, dD, dz, None
 
 

@@ -89,6 +89,24 @@ def test_compiled_scan_agrees_over_thread_counts_channel_blocks_and_one_line(thr
 
 
 @compiled
+def test_compiled_softplus_matches_pytorch_at_the_extremes():
+    # softplus is linear above 20 (its gradient 1, where exp(dt) overflows past 88) and
+    # exp(dt) itself below -17 (where log(1 + e) would round to 0)
+    args = {k: v.detach() for k, v in _args(b=1, d=6, l=5, n=4, seed=5).items()}
+    args["delta"] = torch.tensor([100.0, 25.0, 19.0, -10.0, -30.0, 0.0]).repeat(5, 1).t()[None]
+    args["delta_bias"] = torch.zeros(6)
+    grads = []
+    for use_c in (False, True):
+        inp = {k: v.clone().requires_grad_() for k, v in args.items()}
+        y = selective_scan(**inp, delta_softplus=True, fused=use_c)
+        y.sum().backward()
+        grads.append((y.detach(), inp["delta"].grad, inp["u"].grad))
+    for ref, got in zip(*grads):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+
+
+@compiled
 def test_the_recurrence_leaves_the_callers_denormals_alone():
     # the C loops count denormals as zero inside their own threads and restore the setting
     selective_scan(**_args(), delta_softplus=True, fused=True).sum().backward()

@@ -17,7 +17,8 @@
  * l * b * d * n of them from the forward, then runs the adjoint recurrence
  * g_{t-1} = exp(s_t A) g_t + C_{t-1} dy_{t-1} backwards in time. Blocks are shared among
  * threads; each thread sums its dA, dB, dC and dD in its own buffer, added up at the end.
- * Functions that allocate return 0, or 1 when memory ran out (outputs then undefined).
+ * The entry points return 0, 1 when memory ran out or 2 when n > MAX_STATE (outputs then
+ * undefined).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@
 #define IDX(t, bi, di) (((long)(t) * b + (bi)) * d + (di))
 #define ROW(t, bi) (((long)(t) * b + (bi)) * n)
 #define W 16 /* channels per block: one AVX-512 vector of floats */
+#define MAX_STATE 64 /* the blocks' state buffers: n <= 64 (fused.MAX_STATE) */
 #define INLINE static inline __attribute__((always_inline))
 
 int ocr_scan_abi(void) { return 2; }
@@ -57,15 +59,16 @@ static void elementwise(const float *dt, const float *z, int softplus, float *s,
 #pragma omp parallel for simd num_threads(threads) schedule(static)
     for (long i = 0; i < size; ++i) {
         const float v = dt[i], e = expf(v);
-        s[i] = softplus ? (v > 20.0f ? v : logf(1.0f + e)) : v;
-        if (sig_dt) sig_dt[i] = softplus ? e / (1.0f + e) : 1.0f;
+        s[i] = softplus ? (v > 20.0f ? v : log1pf(e)) : v;
+        if (sig_dt) sig_dt[i] = softplus ? (v > 20.0f ? 1.0f : e / (1.0f + e)) : 1.0f;
         if (sig_z) sig_z[i] = 1.0f / (1.0f + expf(-z[i]));
     }
 }
 
-/* exp(x) for x <= 0 (the decays exp(s A): s >= 0, A < 0), inlined so that the compiler
+/* exp(x) for x <= 0 (the decays exp(s A): s >= 0, A < 0; above 0 it stays exact up to 88,
+ * then inf, like expf), inlined so that the compiler
  * vectorises it with the loop: x = m ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 Taylor
- * polynomial (relative error below 2e-7), times 2^m built in the exponent bits. Below -87
+ * polynomial (relative error below 3e-7), times 2^m built in the exponent bits. Below -87
  * (2^-126) it returns 0, where expf would return a denormal or 0. */
 INLINE float exp_neg(float x) {
     const float m = rintf(x * 1.44269504f);
@@ -78,7 +81,7 @@ INLINE float exp_neg(float x) {
     p = p * r + 1.0f;
     p = p * r + 1.0f;
     union { int i; float f; } scale;
-    scale.i = ((int)(m < -126.0f ? -126.0f : m) + 127) << 23;
+    scale.i = ((int)(m < -126.0f ? -126.0f : m > 128.0f ? 128.0f : m) + 127) << 23; /* 128: inf */
     return x < -87.0f ? 0.0f : p * scale.f;
 }
 
@@ -86,7 +89,7 @@ INLINE float exp_neg(float x) {
 INLINE void block_fwd(const float *u, const float *s, const float *z, const float *sz,
                       const float *At, const float *B, const float *C, const float *D,
                       float *out, long bi, long c0, long w, long l, long b, long d, long n) {
-    float h[64 * W], Dv[W];
+    float h[MAX_STATE * W], Dv[W];
     memset(h, 0, sizeof(float) * (size_t)(n * W));
     for (long j = 0; j < w; ++j) Dv[j] = D ? D[c0 + j] : 0.0f;
     for (long t = 0; t < l; ++t) {
@@ -122,6 +125,7 @@ int ocr_ssm_fwd(const float *u, const float *dt, const float *z, const float *A,
                 const float *C, const float *D, int softplus, float *out, long l, long b, long d,
                 long n, int threads) {
     const long size = l * b * d, blocks = (d + W - 1) / W;
+    if (n > MAX_STATE) return 2;
     float *s = (float *)malloc(sizeof(float) * (size_t)(2 * size + 1)), *sz = s + size;
     float *At = transpose(A, d, n);
     if (!s || !At) {
@@ -158,7 +162,7 @@ INLINE void block_bwd(const float *u, const float *z, const float *s, const floa
                       const float *At, const float *B, const float *C, const float *D,
                       const float *dout, float *du, float *dds, float *dz, const Work *wk,
                       long bi, long c0, long w, long l, long b, long d, long n) {
-    float h[64 * W], g[64 * W], dAl[64 * W], Dv[W], dDl[W];
+    float h[MAX_STATE * W], g[MAX_STATE * W], dAl[MAX_STATE * W], Dv[W], dDl[W];
     memset(h, 0, sizeof(float) * (size_t)(n * W));
     memset(g, 0, sizeof(float) * (size_t)(n * W));
     memset(dAl, 0, sizeof(float) * (size_t)(n * W));
@@ -253,6 +257,7 @@ int ocr_ssm_bwd(const float *u, const float *dt, const float *z, const float *A,
                 float *ddt, float *dz, float *dA, float *dB, float *dC, float *dD, long l,
                 long b, long d, long n, int threads) {
     const long size = l * b * d, rows = l * b * n, blocks = (d + W - 1) / W;
+    if (n > MAX_STATE) return 2;
 #ifndef _OPENMP
     threads = 1;
 #endif
