@@ -239,22 +239,22 @@ def selective_scan_time_major(
         delta = delta + delta_bias.to(work)
     if fused is None:
         fused = work == torch.float32 and A.shape[1] <= _fused.MAX_STATE and _fused.usable(delta)
+    A_w, B_w, C_w = A.to(work), B.to(work), C.to(work)
+    D_w = None if D is None else D.to(work)
+    z_w = None if z is None else z.to(work)
     if fused:  # softplus, Δu, the recurrence, D skip and z gate in one C call
-        y = _fused.ssm(u_w, delta, A.to(work), B.to(work), C.to(work),
-                       None if D is None else D.to(work), None if z is None else z.to(work),
-                       softplus=delta_softplus)
-        return y.to(dtype)
+        return _fused.ssm(u_w, delta, A_w, B_w, C_w, D_w, z_w, softplus=delta_softplus).to(dtype)
     if delta_softplus:
         delta = F.softplus(delta)
-    du, A_w, B_w, C_w = delta * u_w, A.to(work), B.to(work), C.to(work)
+    du = delta * u_w
     keep = torch.is_grad_enabled() and any(
         x.requires_grad for x in (u, delta, A, B, C) if x is not None)
     y = SelectiveScanFn.apply(delta.contiguous(), du.contiguous(), A_w.t().contiguous(),
                               B_w.contiguous(), C_w.contiguous(), keep)
-    if D is not None:
-        y = y + u_w * D.to(work)
-    if z is not None:
-        y = y * F.silu(z.to(work))
+    if D_w is not None:
+        y = y + u_w * D_w
+    if z_w is not None:
+        y = y * F.silu(z_w)
     return y.to(dtype)
 
 
