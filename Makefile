@@ -30,6 +30,8 @@ demo: $(STAMP)
 	$(PY) -m ocrlib eval --data data/test --checkpoint $(CKPT) --show 8 --failures data/test_failures.png
 	$(PY) benchmarks/foreign_set.py --out data/foreign --n 300 --seed 0 --overwrite
 	$(PY) -m ocrlib eval --data data/foreign --checkpoint $(CKPT) --show 4
+	$(PY) benchmarks/foreign_set.py --out data/foreign_ink --n 300 --seed 0 --crop ink --overwrite
+	$(PY) -m ocrlib eval --data data/foreign_ink --checkpoint $(CKPT)
 	$(PY) benchmarks/foreign_set.py --out data/typed --words $(WORDS) --overwrite
 	$(PY) -m ocrlib infer data/typed/images --checkpoint $(CKPT)
 

@@ -14,8 +14,11 @@ A *spec* (made by :func:`ocrlib.synth.sample_spec`) holds the text and every ran
    ink colours whose luminance differs from the background's by at least the spec's contrast;
 5. **sensor**: Gaussian pixel noise, JPEG compression.
 
-Margins are taken around the font's ascent and descent, never cropped to the ink: the height of
-a letter relative to the line is what tells ``o`` from ``O`` and ``x`` from ``X``.
+Margins are taken around the font's ascent and descent (the crop ``"box"``): the height of a
+letter relative to the line is what tells ``o`` from ``O`` and ``x`` from ``X``. A spec may
+instead ask for the crop ``"ink"``: the rows the ink covers plus a margin, the tight box a text
+detector or another generator gives, where the text fills the line whatever the font's
+metrics.
 """
 
 from __future__ import annotations
@@ -80,7 +83,26 @@ def draw_ink(spec: dict[str, Any]) -> tuple[Image.Image, Image.Image | None, Poi
         if np.asarray(thinner, dtype=np.float32).sum() >= 0.5 * mass:  # a light face: keep it
             ink = thinner
     lines = _decoration(spec, ink.size, mt, ascent, descent, size)
+    if spec.get("crop", "box") == "ink":
+        ink, lines, centres = _crop_to_ink(ink, lines, centres, mt - stroke - 1, mb - stroke - 1)
     return ink, lines, centres
+
+
+def _crop_to_ink(ink: Image.Image, lines: Image.Image | None, centres: Points, top: int,
+                 bottom: int) -> tuple[Image.Image, Image.Image | None, Points]:
+    """Crop the masks to the rows any ink (or decoration) covers, plus ``top`` and ``bottom``
+    pixels: the tight box of a text detector instead of the font's ascent and descent."""
+    union = np.asarray(ink) > 0
+    if lines is not None:
+        union = union | (np.asarray(lines) > 0)
+    rows = np.flatnonzero(union.any(axis=1))
+    if rows.size == 0:
+        return ink, lines, centres
+    y0, y1 = max(0, int(rows[0]) - top), min(ink.height, int(rows[-1]) + 1 + bottom)
+    box = (0, y0, ink.width, y1)
+    moved = centres.copy()
+    moved[:, 1] -= y0
+    return ink.crop(box), None if lines is None else lines.crop(box), moved
 
 
 def _decoration(spec: dict[str, Any], wh: tuple[int, int], top: int, ascent: int, descent: int,

@@ -72,6 +72,42 @@ def test_margins_are_kept_around_the_font_metrics_so_case_shows(plain):
     assert rows_upper[-1] - rows_upper[0] > 1.2 * (rows_lower[-1] - rows_lower[0])
 
 
+def _ink_rows(img):
+    rows = np.flatnonzero((255 - _grey(img)).max(axis=1) > 128)
+    return rows[-1] - rows[0] + 1
+
+
+def test_an_ink_crop_fills_the_line_where_the_font_box_leaves_room(plain):
+    """Crimson-like metrics leave capitals at about half the line; the detector-style crop
+    ("ink") brings the same text to nearly the whole height, centres moved with it."""
+    box = render({**plain, "text": "HELLO42"})
+    ink, xs = render_with_centres({**plain, "text": "HELLO42", "crop": "ink",
+                                   "margins": [0.1, 0.0, 0.1, 0.0]})
+    assert _ink_rows(box) < 0.75 * 32 and _ink_rows(ink) >= 0.9 * 32
+    assert len(xs) == 7 and 0 < xs[0] < xs[-1] < ink.width
+    # a decoration is part of the box: the underline is not cut away
+    lined = _grey(render({**plain, "text": "HELLO42", "crop": "ink", "lines": "underline",
+                          "margins": [0.1, 0.0, 0.1, 0.0]}))
+    assert (255 - lined[-4:]).max() > 128
+
+
+def test_tight_fraction_and_margins_leave_the_other_choices_alone():
+    fonts = fonts_for(SynthConfig(), "train")
+    before = [sample_spec(i, 3, SynthConfig(), fonts, None, 1) for i in range(60)]
+    cfg = SynthConfig(tight_fraction=0.5, vertical_margin=(-0.05, 0.6))
+    after = [sample_spec(i, 3, cfg, fonts, None, 1) for i in range(60)]
+    keep = [k for k in before[0] if k not in ("margins", "crop")]
+    assert all(a[k] == b[k] for a, b in zip(after, before) for k in keep)
+    assert {b["crop"] for b in before} == {"box"}
+    tight = [a for a in after if a["crop"] == "ink"]
+    assert 15 < len(tight) < 45 and all(a["margins"][1] <= 0.15 for a in tight)
+    assert max(a["margins"][3] for a in after if a["crop"] == "box") > 0.3
+    with pytest.raises(ValueError, match="tight_fraction"):
+        SynthConfig(tight_fraction=1.5)
+    with pytest.raises(ValueError, match="vertical_margin"):
+        SynthConfig(vertical_margin=(0.5, 0.1))
+
+
 def test_generated_specs_use_effects_at_their_rates():
     cfg = SynthConfig()
     fonts = fonts_for(cfg, "train")
