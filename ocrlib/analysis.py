@@ -27,7 +27,7 @@ from .metrics import Edit, align, cer, error_counts, sample_cer
 #: Error kinds, as :func:`error_kinds` names them.
 ERROR_KINDS = ("substitution", "dropped repeat", "deletion", "doubled character", "insertion")
 #: Generator metadata copied into the error table when ``meta.jsonl`` has it.
-META_FIELDS = ("font", "family", "size", "angle", "blur", "noise", "bg", "fg", "background",
+META_FIELDS = ("font", "family", "size", "angle", "blur", "noise", "bg", "fg", "crop", "background",
                "stretch", "shear", "lines", "lowres", "jpeg")
 
 

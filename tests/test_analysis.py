@@ -58,6 +58,7 @@ def test_error_table_rows_scores_and_metadata(folder):
     assert table.loc[0, "font"] == first["font"] and table.loc[0, "angle"] == first["angle"]
     assert table.loc[0, "abs_angle"] == abs(first["angle"]) and table.loc[0, "fg"] == tuple(first["fg"])
     assert table.loc[0, "length"] == len(refs[0])
+    assert list(table["crop"]) == [meta[f"images/{k:06d}.png"]["crop"] for k in range(8)]
     # without metadata the table still works, with no metadata columns
     plain = error_table(["ab"], ["a"], ["x.png"])
     assert "font" not in plain.columns and plain.loc[0, "kinds"] == ("deletion",)
