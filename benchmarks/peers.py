@@ -39,8 +39,11 @@ from ocrlib.metrics import scores
 Reader = Callable[[Sequence[Path]], list[str]]
 
 
-def ocrlib_reader(checkpoint: str, decoder: str) -> Reader:
-    rec = Recognizer.from_checkpoint(checkpoint, decoder=decoder, beam_width=10)
+def ocrlib_reader(checkpoint: str, decoder: str, recrop: tuple[float, ...] | None = None) -> Reader:
+    """ocrlib as ``ocrlib infer`` reads (several crops, :mod:`ocrlib.recrop`), or with
+    ``recrop=()`` each line once, as given."""
+    kw = {} if recrop is None else {"recrop": recrop}
+    rec = Recognizer.from_checkpoint(checkpoint, decoder=decoder, beam_width=10, **kw)
 
     def read(paths: Sequence[Path]) -> list[str]:
         out = []
@@ -102,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths, refs = [it.path for it in items], [it.text for it in items]
     rec = Recognizer.from_checkpoint(args.checkpoint)
     readers: dict[str, Reader | str] = {
+        "ocrlib greedy, each line once as given": ocrlib_reader(args.checkpoint, "greedy", ()),
         "ocrlib greedy": ocrlib_reader(args.checkpoint, "greedy"),
         "ocrlib beam-10": ocrlib_reader(args.checkpoint, "beam"),
         "tesseract 5 (psm 7)": tesseract_reader("".join(rec.model.charset.chars)),

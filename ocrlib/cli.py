@@ -9,7 +9,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .recrop import DEFAULT_RECROP
+
 log = logging.getLogger("ocrlib")
+
+
+def _recrop_arg(text: str) -> tuple[float, ...]:
+    """``--recrop``: ``none`` or comma-separated margins in 0..2."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        margins = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected margins like 0.15,0.3 or none, got {text!r}") from None
+    if any(not 0 <= m <= 2 for m in margins):
+        raise argparse.ArgumentTypeError(f"margins are fractions of the ink's height in 0..2, got {text!r}")
+    return margins
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -169,7 +184,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .inference import Recognizer
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
-                                     beam_width=args.beam_width)
+                                     beam_width=args.beam_width, recrop=args.recrop)
     r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad)
     for why in r["skipped"]:
         print(f"ocrlib eval: skipped {why}", file=sys.stderr)
@@ -199,7 +214,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from .inference import Recognizer, expand_paths, infer_paths
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
-                                     beam_width=args.beam_width)
+                                     beam_width=args.beam_width, recrop=args.recrop)
     paths = expand_paths(args.paths)
     results, failures = infer_paths(rec, paths, args.batch_size)
     for path, d in results:
@@ -287,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--checkpoint", default="checkpoints/best_mamba_ocr.pth")
         e.add_argument("--decoder", default="greedy", choices=["greedy", "beam"])
         e.add_argument("--beam-width", type=int, default=10)
+        e.add_argument("--recrop", type=_recrop_arg, default=DEFAULT_RECROP, metavar="M[,M...]",
+                       help="also read each line cut to its ink rows with these margins "
+                            "(fractions of the ink's height) and keep the most confident "
+                            "reading; 'none' reads each line once, as given "
+                            f"(default {','.join(map(str, DEFAULT_RECROP))})")
         e.add_argument("--batch-size", type=int, default=64)
         e.add_argument("--device", default="cpu")
 

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .data import (
 from .decoding import Decoded, decode
 from .metrics import scores
 from .model import MambaOCR
+from .recrop import DEFAULT_RECROP, crop_rows
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ class Recognizer:
             default twice the width the model was trained at. Narrower lines are read at their
             own width: the network is convolutional and the encoder recurrent, so a line
             longer than any in training is read as it is rather than squeezed out of shape.
+        recrop: margins (fractions of the ink's height) of the crops to the ink rows
+            (:func:`ocrlib.recrop.crop_rows`) read beside each line as given; the reading
+            the model gives the highest confidence wins. ``()`` reads each line once, as
+            given. Lines already cut close to their text are read once whatever this says.
     """
 
     model: MambaOCR
@@ -49,8 +55,13 @@ class Recognizer:
     beam_width: int = 10
     top_n: int = 1
     max_width: int | None = None
+    recrop: tuple[float, ...] = DEFAULT_RECROP
 
     def __post_init__(self) -> None:
+        self.recrop = tuple(self.recrop)
+        if any(not 0 <= p <= 2 for p in self.recrop):
+            raise ValueError(f"recrop margins must lie in 0..2 (fractions of the ink's height), "
+                             f"got {self.recrop}")
         if self.decoder not in ("greedy", "beam"):
             raise ValueError(f"decoder must be greedy or beam, got {self.decoder!r}")
         if self.beam_width < 1:
@@ -81,7 +92,8 @@ class Recognizer:
 
     def prepare(self, images: Sequence[Image.Image]) -> Batch:
         """PIL images (any mode, as :func:`ocrlib.data.as_rgb` converts them) -> the batch the
-        model reads: ``images`` ``(B, 3, H, W)`` resized, normalised and padded, ``frames``."""
+        model reads: ``images`` ``(B, 3, H, W)`` resized, normalised and padded, ``frames``.
+        The images are taken as given (no :attr:`recrop`)."""
         cfg = self.model.cfg
         samples = []
         for k, im in enumerate(images):
@@ -89,10 +101,23 @@ class Recognizer:
             samples.append(Sample(t, [], "", f"<image {k}>", fill))
         return ctc_collate(samples)
 
-    def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
-        """Read PIL images (any mode)."""
+    def _read_once(self, images: Sequence[Image.Image]) -> list[Decoded]:
         batch = self.prepare(images)
         return self.decode(self.log_probs(batch.images), batch.frames)
+
+    def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
+        """Read PIL images (any mode): each as given and at each :attr:`recrop` crop that
+        changes it, keeping the most confident reading."""
+        rgb = [as_rgb(im) for im in images]
+        best = self._read_once(rgb) if rgb else []
+        for pad in self.recrop:
+            crops = [(k, c) for k, im in enumerate(rgb) if (c := crop_rows(im, pad)) is not None]
+            if not crops:
+                continue
+            for (k, _), d in zip(crops, self._read_once([c for _, c in crops])):
+                if d.confidence > best[k].confidence:
+                    best[k] = d
+        return best
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
                  limit: int | None = None, skip_bad: bool = False) -> dict[str, Any]:
@@ -100,8 +125,9 @@ class Recognizer:
 
         Returns :func:`ocrlib.metrics.scores` (cer, wer, accuracy, cer_ci, ned, n) plus
         ``images_per_s`` (loading, model and decoding), ``unknown_labels`` and the
-        per-sample ``references``, ``predictions``, ``confidences``, ``alternatives`` and
-        ``paths``. Labels with characters the model cannot produce are kept as they are
+        per-sample ``references``, ``predictions``, ``confidences``, ``alternatives``,
+        ``paths`` and ``recrops`` (the :attr:`recrop` margin each reading came from, None
+        for the line as given). Labels with characters the model cannot produce are kept as they are
         (they count as errors) and a warning says how many there were. Bad samples (empty
         labels, missing or unreadable images) raise one error naming them all, or with
         ``skip_bad`` are left out of the scores and listed under ``skipped``.
@@ -116,13 +142,15 @@ class Recognizer:
         # lines of similar widths in a batch (less padding to compute), results in file order
         order = sorted(range(len(ds)), key=ds.widths().__getitem__)
         batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-        loader = DataLoader(ds, batch_sampler=batches, collate_fn=ctc_collate)
-        decoded: dict[int, Any] = {}
-        for idx, batch in zip(batches, loader):
-            out, j = self.decode(self.log_probs(batch.images), batch.frames), 0
-            for i in idx:  # the collate drops unreadable images (skip_bad): match by path
-                if j < len(batch.paths) and batch.paths[j] == str(ds.items[i].path):
-                    decoded[i], j = out[j], j + 1
+        decoded = self._read_dataset(ds, batches)
+        chosen: dict[int, float | None] = dict.fromkeys(decoded)
+        ds.crop_only = True  # each crop pass reads only the lines its crop changes
+        readable = [b for b in ([i for i in b if i in decoded] for b in batches) if b]
+        for pad in self.recrop:
+            ds.crop = partial(crop_rows, pad=pad)
+            for i, d in self._read_dataset(ds, readable).items():
+                if d.confidence > decoded[i].confidence:
+                    decoded[i], chosen[i] = d, pad
         seconds = time.perf_counter() - t0
         kept = sorted(decoded)
         items = [ds.items[i] for i in kept]
@@ -136,7 +164,28 @@ class Recognizer:
             "confidences": [decoded[i].confidence for i in kept],
             "alternatives": [decoded[i].alternatives for i in kept],
             "paths": [str(it.path) for it in items], "skipped": ds.skipped + unreadable,
+            "recrops": [chosen[i] for i in kept],
         }
+
+    def _read_dataset(self, ds: OCRDataset, batches: list[list[int]]) -> dict[int, Decoded]:
+        """Read ``ds`` batch by batch; the readings by dataset index (samples the dataset gives
+        as None, unreadable images under ``skip_bad`` or lines a ``crop_only`` pass leaves
+        alone, are missing)."""
+        loader = DataLoader(ds, batch_sampler=batches, collate_fn=_collate_some)
+        decoded: dict[int, Decoded] = {}
+        for idx, batch in zip(batches, loader):
+            if batch is None:
+                continue
+            out, j = self.decode(self.log_probs(batch.images), batch.frames), 0
+            for i in idx:  # the collate drops unreadable images (skip_bad): match by path
+                if j < len(batch.paths) and batch.paths[j] == str(ds.items[i].path):
+                    decoded[i], j = out[j], j + 1
+        return decoded
+
+
+def _collate_some(samples: Sequence[Sample | None]) -> Batch | None:
+    """:func:`ctc_collate`, or None for a batch with no sample left."""
+    return ctc_collate(samples) if any(s is not None for s in samples) else None
 
 
 def expand_paths(args: Iterable[str]) -> list[Path]:

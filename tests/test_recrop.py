@@ -1,0 +1,139 @@
+import copy
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from ocrlib.decoding import Decoded
+from ocrlib.inference import Recognizer
+from ocrlib.recrop import crop_rows, ink_rows
+from ocrlib.synth import generate_splits
+from ocrlib.train import TrainConfig, profiles, train
+
+
+def _bar_image(h=60, w=200, rows=(20, 32), bg=0.9, ink=0.1):
+    a = np.full((h, w), bg, dtype=np.float32)
+    a[rows[0]:rows[1], 20:180] = ink
+    return a
+
+
+def test_ink_rows_finds_the_rows_the_ink_covers():
+    assert ink_rows(_bar_image(rows=(20, 32))) == (20, 32)
+    light_on_dark = 1.0 - _bar_image(rows=(5, 30))
+    assert ink_rows(light_on_dark) == (5, 30)
+
+
+def test_ink_rows_keeps_a_thin_ascender_above_the_body():
+    a = _bar_image(rows=(20, 32))
+    a[8:20, 50:52] = 0.1  # a 2-pixel stroke rising above the x-height
+    assert ink_rows(a) == (8, 32)
+
+
+def test_ink_rows_sees_nothing_in_a_flat_or_faint_image():
+    assert ink_rows(np.full((40, 100), 0.5, dtype=np.float32)) is None
+    faint = _bar_image(bg=0.5, ink=0.46)
+    assert ink_rows(faint) is None
+    with pytest.raises(ValueError, match="grey image"):
+        ink_rows(np.zeros((4, 4, 3)))
+
+
+def test_ink_rows_holds_under_pixel_noise():
+    rng = np.random.default_rng(0)
+    a = _bar_image(rows=(25, 40)) + rng.normal(0, 0.05, (60, 200)).astype(np.float32)
+    top, bot = ink_rows(np.clip(a, 0, 1))
+    assert abs(top - 25) <= 1 and abs(bot - 40) <= 1
+
+
+def _text_line(margin: int) -> Image.Image:
+    img = Image.new("RGB", (160, 24 + 2 * margin), (230, 225, 200))
+    ImageDraw.Draw(img).text((6, margin), "Hqly 42", fill=(20, 20, 60), font_size=20)
+    return img
+
+
+def test_crop_rows_cuts_wide_margins_and_keeps_every_ink_row():
+    img = _text_line(margin=30)
+    grey = np.asarray(img.convert("L"), dtype=np.float32)
+    ink = np.nonzero((grey < 150).any(axis=1))[0]
+    crop = crop_rows(img, pad=0.15)
+    assert crop is not None and crop.width == img.width
+    assert crop.height < 0.6 * img.height
+    top = next(y for y in range(img.height)
+               if np.array_equal(np.asarray(img.crop((0, y, img.width, y + crop.height))),
+                                 np.asarray(crop)))
+    assert top <= ink[0] and top + crop.height >= ink[-1] + 1
+    wider = crop_rows(img, pad=0.3)
+    assert wider is not None and wider.height > crop.height
+
+
+def test_crop_rows_leaves_a_line_already_cut_close_alone():
+    img = _text_line(margin=0)
+    assert crop_rows(img, pad=0.15) is None
+    assert crop_rows(Image.new("RGB", (100, 40), "white"), pad=0.15) is None
+    assert crop_rows(Image.new("RGB", (100, 6), "white"), pad=0.15) is None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recrop")
+    prof = copy.deepcopy(profiles()["tiny"])
+    prof.model.encoder.d_model = 32
+    synth = dataclasses.replace(prof.synth, vertical_margin=(0.3, 0.8))  # crops change lines
+    generate_splits(root / "data", {"train": 8, "val": 8}, seed=0, cfg=synth, workers=1,
+                    progress=False)
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, save_every=2, amp="off", device="cpu")
+    res = train(prof.model, cfg, root / "data/train", root / "data/val", root / "best_m.pth",
+                progress=False)
+    return root, res.best
+
+
+def test_read_keeps_the_most_confident_crop(trained, monkeypatch):
+    _, ckpt = trained
+    img = _text_line(margin=30)
+    # a stand-in model that is surer of lower images: the crop must win, the original lose
+    def by_height(self, images):
+        return [Decoded(str(im.height), 1.0 / im.height) for im in images]
+    monkeypatch.setattr(Recognizer, "_read_once", by_height)
+    rec = Recognizer.from_checkpoint(ckpt, recrop=(0.15, 0.3))
+    assert rec.read([img])[0].text == str(crop_rows(img, 0.15).height)
+    assert Recognizer.from_checkpoint(ckpt, recrop=()).read([img])[0].text == str(img.height)
+    close = _text_line(margin=0)  # no crop changes it: read once, as given
+    assert rec.read([close, img])[0].text == str(close.height)
+
+
+def test_evaluate_never_keeps_a_less_confident_reading(trained):
+    root, ckpt = trained
+    once = Recognizer.from_checkpoint(ckpt, recrop=()).evaluate(root / "data/val")
+    more = Recognizer.from_checkpoint(ckpt, recrop=(0.15, 0.3)).evaluate(root / "data/val")
+    assert once["recrops"] == [None] * once["n"]
+    assert set(more["recrops"]) <= {None, 0.15, 0.3}
+    assert more["paths"] == once["paths"]
+    for a, b, pad, ha, hb in zip(once["confidences"], more["confidences"], more["recrops"],
+                                 once["predictions"], more["predictions"]):
+        assert b >= a
+        if pad is None:
+            assert hb == ha and b == a
+
+
+def test_recrop_margins_are_checked(trained):
+    _, ckpt = trained
+    with pytest.raises(ValueError, match="recrop margins"):
+        Recognizer.from_checkpoint(ckpt, recrop=(-0.1,))
+    proc = subprocess.run([sys.executable, "-m", "ocrlib", "eval", "--data", "x", "--checkpoint",
+                           str(ckpt), "--recrop", "0.2,abc"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--recrop" in proc.stderr and "0.2,abc" in proc.stderr
+
+
+def test_eval_recrop_none_reads_each_line_once(trained):
+    root, ckpt = trained
+    args = [sys.executable, "-m", "ocrlib", "eval", "--data", str(root / "data/val"),
+            "--checkpoint", str(ckpt), "--json"]
+    once = subprocess.run(args + ["--recrop", "none"], capture_output=True, text=True)
+    default = subprocess.run(args, capture_output=True, text=True)
+    assert once.returncode == 0 and default.returncode == 0, once.stderr + default.stderr
+    for out, recrop in ((once, ()), (default, (0.15, 0.3))):
+        r = Recognizer.from_checkpoint(ckpt, recrop=recrop).evaluate(root / "data/val")
+        assert json.loads(out.stdout)["cer"] == pytest.approx(r["cer"])
