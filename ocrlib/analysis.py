@@ -198,7 +198,11 @@ def save_selection(table: pd.DataFrame, out: str | os.PathLike[str], overwrite: 
 def analyse(recognizer: Any, folder: str | os.PathLike[str], limit: int | None = None) -> pd.DataFrame:
     """Read a labelled folder with ``recognizer`` (an :class:`ocrlib.inference.Recognizer`;
     with ``decoder="beam"`` and ``top_n > 1`` the table gets beam's alternative readings)
-    and return its :func:`error_table`."""
+    and return its :func:`error_table`, with ``read_crop``: the margin of the crop to the
+    ink rows each reading came from (:mod:`ocrlib.recrop`), NaN for the line as given."""
     r = recognizer.evaluate(folder, limit=limit)
-    return error_table(r["references"], r["predictions"], r["paths"], r["confidences"],
-                       r["alternatives"], folder=folder)
+    table = error_table(r["references"], r["predictions"], r["paths"], r["confidences"],
+                        r["alternatives"], folder=folder)
+    table["read_crop"] = pd.array([float("nan") if m is None else m for m in r["recrops"]],
+                                  dtype="float64")
+    return table

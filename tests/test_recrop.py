@@ -137,3 +137,15 @@ def test_eval_recrop_none_reads_each_line_once(trained):
     for out, recrop in ((once, ()), (default, (0.15, 0.3))):
         r = Recognizer.from_checkpoint(ckpt, recrop=recrop).evaluate(root / "data/val")
         assert json.loads(out.stdout)["cer"] == pytest.approx(r["cer"])
+
+
+def test_the_error_table_says_which_crop_each_reading_came_from(trained):
+    from ocrlib.analysis import analyse
+
+    root, ckpt = trained
+    rec = Recognizer.from_checkpoint(ckpt)
+    r = rec.evaluate(root / "data/val")
+    table = analyse(rec, root / "data/val")
+    assert list(table.prediction) == r["predictions"]
+    got = [None if np.isnan(m) else m for m in table.read_crop]
+    assert got == r["recrops"]
