@@ -32,6 +32,7 @@ Reading and analysing (notebooks 05-06)
     :mod:`decoding`  greedy decoding and CTC prefix beam search
     :mod:`metrics`   CER, WER, alignments (jiwer)
     :mod:`inference` the Recognizer: read images, evaluate a folder
+    :mod:`recrop`    the rows a line's ink covers, and the crops a loose line is also read at
     :mod:`analysis`  error tables, confusions, breakdowns, the numbers behind alignment views
     :mod:`browser`   the error browser (logic, and its ipywidgets face)
     :mod:`viz`       every figure: sample grids, training curves, confusions, breakdowns, alignment view, failure grid

@@ -21,9 +21,11 @@ def _recrop_arg(text: str) -> tuple[float, ...]:
     try:
         margins = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected margins like 0.15,0.3 or none, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected margins like 0.15,0.3 or none, got {text!r}") from None
     if any(not 0 <= m <= 2 for m in margins):
-        raise argparse.ArgumentTypeError(f"margins are fractions of the ink's height in 0..2, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"margins are fractions of the ink's height in 0..2, got {text!r}")
     return margins
 
 

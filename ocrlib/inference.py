@@ -127,8 +127,8 @@ class Recognizer:
         ``images_per_s`` (loading, model and decoding), ``unknown_labels`` and the
         per-sample ``references``, ``predictions``, ``confidences``, ``alternatives``,
         ``paths`` and ``recrops`` (the :attr:`recrop` margin each reading came from, None
-        for the line as given). Labels with characters the model cannot produce are kept as they are
-        (they count as errors) and a warning says how many there were. Bad samples (empty
+        for the line as given). Labels with characters the model cannot produce are kept as
+        they are (they count as errors) and a warning says how many there were. Bad samples (empty
         labels, missing or unreadable images) raise one error naming them all, or with
         ``skip_bad`` are left out of the scores and listed under ``skipped``.
         """
