@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ocrlib.decoding import Decoded
 from ocrlib.inference import Recognizer
@@ -49,8 +49,11 @@ def test_ink_rows_holds_under_pixel_noise():
 
 
 def _text_line(margin: int) -> Image.Image:
+    from matplotlib import font_manager
+
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 20)  # ships with matplotlib
     img = Image.new("RGB", (160, 24 + 2 * margin), (230, 225, 200))
-    ImageDraw.Draw(img).text((6, margin), "Hqly 42", fill=(20, 20, 60), font_size=20)
+    ImageDraw.Draw(img).text((6, margin), "Hqly 42", fill=(20, 20, 60), font=font)
     return img
 
 
