@@ -9,8 +9,9 @@ ink at 0.05). :func:`ink_rows` finds the rows the ink covers from the pixels alo
 a cure by itself: it also removes what tells a lower-case ``o`` from a capital ``O`` (their
 height against the line), and read that way alone the laptop model did worse on its own
 test set. Reading the line both as given and cut to its ink rows, and keeping the reading
-the model is surer of (:class:`ocrlib.inference.Recognizer`'s ``recrop``), was better on
-every set measured (benchmarks/RESULTS.md, "Reading at several crops").
+the model is surer of (:class:`ocrlib.inference.Recognizer`'s ``recrop``), read every set
+measured better where its lines had room above and below, and lines already cut to their ink
+as before (benchmarks/RESULTS.md, "Reading at several crops").
 """
 
 from __future__ import annotations
