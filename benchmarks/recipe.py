@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "numerics": numerics(resolve_amp(prof.train.amp, torch.device("cpu"))),
         "curve": [(h["step"], round(h["loss"], 4), round(h["val_cer"], 4)) for h in res.history],
         "best_val_cer": round(res.best_cer, 4), "test_cer": round(r["cer"], 4),
-        "test_cer_once": round(once["cer"], 4), "test_cer_ci": round(r["cer_ci"], 4), "test_accuracy": round(r["accuracy"], 4),
+        "test_cer_once": round(once["cer"], 4), "test_cer_ci": round(r["cer_ci"], 4),
+        "test_accuracy": round(r["accuracy"], 4),
         "test_n": r["n"], "skipped_batches": res.skipped_batches,
         "seconds": {"data": round(t_data), "train": round(t_train), "eval": round(t_eval)},
     }

@@ -9,13 +9,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .recrop import DEFAULT_RECROP
+from .recrop import DEFAULT_RECROP, MAX_RECROP
 
 log = logging.getLogger("ocrlib")
 
 
 def _recrop_arg(text: str) -> tuple[float, ...]:
-    """``--recrop``: ``none`` or comma-separated margins in 0..2."""
+    """``--recrop``: ``none`` or comma-separated margins in 0..:data:`MAX_RECROP`."""
     if text.strip().lower() in ("none", ""):
         return ()
     try:
@@ -23,9 +23,9 @@ def _recrop_arg(text: str) -> tuple[float, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected margins like 0.15,0.3 or none, got {text!r}") from None
-    if any(not 0 <= m <= 2 for m in margins):
+    if any(not 0 <= m <= MAX_RECROP for m in margins):
         raise argparse.ArgumentTypeError(
-            f"margins are fractions of the ink's height in 0..2, got {text!r}")
+            f"margins are fractions of the ink's height in 0..{MAX_RECROP:g}, got {text!r}")
     return margins
 
 

@@ -23,7 +23,7 @@ from .data import (
 from .decoding import Decoded, decode
 from .metrics import scores
 from .model import MambaOCR
-from .recrop import DEFAULT_RECROP, crop_rows
+from .recrop import DEFAULT_RECROP, MAX_RECROP, crop_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ class Recognizer:
 
     def __post_init__(self) -> None:
         self.recrop = tuple(self.recrop)
-        if any(not 0 <= p <= 2 for p in self.recrop):
-            raise ValueError(f"recrop margins must lie in 0..2 (fractions of the ink's height), "
-                             f"got {self.recrop}")
+        if any(not 0 <= p <= MAX_RECROP for p in self.recrop):
+            raise ValueError(f"recrop margins must lie in 0..{MAX_RECROP:g} (fractions of the "
+                             f"ink's height), got {self.recrop}")
         if self.decoder not in ("greedy", "beam"):
             raise ValueError(f"decoder must be greedy or beam, got {self.decoder!r}")
         if self.beam_width < 1:

@@ -21,6 +21,8 @@ from PIL import Image
 
 #: the margins (fractions of the ink's height) of the crops read beside the line as given
 DEFAULT_RECROP: tuple[float, ...] = (0.15, 0.3)
+#: the widest margin a crop may take (a fraction of the ink's height)
+MAX_RECROP = 2.0
 
 
 def ink_rows(grey: np.ndarray, threshold: float = 0.5, min_contrast: float = 0.1
