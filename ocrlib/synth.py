@@ -31,7 +31,7 @@ from .charset import DEFAULT_CHARS, Charset
 from .fonts import FontFace, family_of, find_fonts, font_pool, select_fonts
 from .text import random_text, read_text_lines
 from . import folder
-from .render import BACKGROUNDS, LINES, render_with_centres
+from .render import BACKGROUNDS, LINES, SCENE, render_with_centres
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class Effects:
         lowres: drawn 16..24 pixels high, then scaled up (a low-resolution scan; blur is
             then at most 0.5 px).
         jpeg: JPEG compression at quality 30..80.
+        scene: a cluttered scene behind the text instead (bricks, blocks, ripples, grain:
+            :func:`ocrlib.render.scene`), a stand-in for the photographs other generators use.
     """
 
     background: float = 0.5
@@ -73,6 +75,7 @@ class Effects:
     lines: float = 0.1
     lowres: float = 0.1
     jpeg: float = 0.2
+    scene: float = 0.2
 
     @classmethod
     def none(cls) -> Effects:
@@ -281,6 +284,8 @@ def sample_spec(
     spec["crop"] = "ink" if tight else "box"
     if tight:
         spec["margins"] = [spec["margins"][0], ink_margin, spec["margins"][2], ink_margin]
+    if style_rng.random() < cfg.effects.scene and not (clean and stream != STREAMS["test"]):
+        spec["background"] = SCENE
     return spec
 
 

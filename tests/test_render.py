@@ -135,9 +135,85 @@ def test_grey_input_does_not_care_about_colour_or_polarity(plain):
     assert float((c[0] - a[0]).abs().mean()) < 0.35  # hue barely matters, only luminance
 
 
+def test_polarity_on_a_cluttered_background_is_read_from_the_middle_rows_against_the_ends():
+    from ocrlib.data import SURE_SKEW, ink_is_dark
+    rng = np.random.default_rng(0)
+    # a photograph-like background: a mid-grey wall with bright windows in every row, and
+    # dark ink in the middle rows; the skewness alone points the wrong way
+    g = np.full((32, 120), 0.5) + rng.normal(0, 0.03, (32, 120))
+    for x in range(0, 120, 12):
+        g[:, x:x + 4] = 0.95
+    g[11:21, 20:100:3] = 0.1
+    g = (g - g.mean()) / g.std()
+    skew = float(np.mean(g**3))
+    assert 0 < skew < SURE_SKEW  # the old rule (the sign of the skewness) calls the ink bright
+    assert ink_is_dark(g) and not ink_is_dark(-g)
+    # where the skewness is decisive it still decides, whatever the middle rows say
+    plain_line = np.zeros((32, 80)); plain_line[12:20, 10:70:4] = 1.0
+    plain_line = (plain_line - plain_line.mean()) / plain_line.std()
+    assert not ink_is_dark(plain_line) and ink_is_dark(-plain_line)
+
+
 def test_alignment_targets_put_each_character_in_its_frame():
     t = alignment_targets([[5, 6, 6]], [[2.0, 9.5, 10.5]], T=6, frames=[4])
     # centres 2 -> frame 0, 9.5 -> frame 2, 10.5 -> frame 2 taken -> frame 3; frames 4, 5 padding
     assert t.tolist() == [[5, 0, 6, 6, -100, -100]]
     squeezed = alignment_targets([[1, 2, 3]], [[1.0, 1.5, 2.0]], T=2, frames=[2])
     assert squeezed.tolist() == [[1, 2]]  # what does not fit is dropped, never past the line
+
+
+def _lum(img):
+    return np.asarray(img, dtype=np.float32)[..., :3] @ np.array([0.2126, 0.7152, 0.0722]) / 255
+
+
+def test_a_scene_is_cluttered_like_a_photograph_where_paper_is_not(plain):
+    from ocrlib.render import SCENE, background
+    colour = np.array([150.0, 120.0, 100.0])
+    edges, spread = {}, {}
+    for kind in ("paper", "gradient", "stripes", "blotches", SCENE):
+        lums = [_lum(background(kind, (32, 200), colour, np.random.default_rng(s), 1.0))
+                for s in range(10)]
+        # strong steps between neighbouring pixels, and the range of the whole background
+        edges[kind] = np.mean([np.quantile(np.abs(np.diff(b, axis=1)), 0.99) for b in lums])
+        spread[kind] = np.mean([np.quantile(b, 0.99) - np.quantile(b, 0.01) for b in lums])
+    others = [k for k in edges if k != SCENE]
+    assert edges[SCENE] > 2 * max(edges[k] for k in others)
+    assert spread[SCENE] > 2 * max(spread[k] for k in others)
+    scenes = [background(SCENE, (32, 120), colour, np.random.default_rng(s), 1.0)
+              for s in range(8)]
+    assert len({float(s.std()) for s in scenes}) == 8  # each seed draws another scene
+    assert np.array_equal(scenes[0], background(SCENE, (32, 120), colour,
+                                                 np.random.default_rng(0), 1.0))
+
+
+def test_text_on_a_scene_stays_readable(plain):
+    from ocrlib.render import SCENE, _readable, luminance
+    # a scene exactly as light as the ink under it is pulled toward its mean colour
+    fg = np.array([128.0, 128.0, 128.0])
+    alpha = np.zeros((32, 60)); alpha[8:24, 10:50] = 1.0
+    camouflage = np.full((32, 60, 3), 128.0)
+    pulled = _readable(camouflage, np.array([250.0, 250.0, 250.0]), fg, alpha)
+    under = np.abs(luminance(pulled[alpha > 0.5]) - luminance(fg))
+    assert np.quantile(under, 0.1) >= 0.2
+    for seed in range(6):
+        img = render({**plain, "background": SCENE, "texture": 1.0, "paper_seed": seed,
+                      "bg": [120, 90, 60], "fg": [250, 250, 250]})
+        ink = _lum(render({**plain, "bg": [0, 0, 0], "fg": [255, 255, 255]})) > 0.9
+        assert _lum(img)[ink].mean() - np.median(_lum(img)[~ink]) > 0.35
+
+
+def test_scenes_are_drawn_last_at_their_rate_and_never_on_clean_lines():
+    from ocrlib.render import SCENE
+    fonts = fonts_for(SynthConfig(), "train")
+    base = SynthConfig(effects=Effects(scene=0.0), clean_fraction=0.25)
+    cfg = SynthConfig(effects=Effects(scene=0.5), clean_fraction=0.25)
+    before = [sample_spec(i, 4, base, fonts, None, 1) for i in range(200)]
+    after = [sample_spec(i, 4, cfg, fonts, None, 1) for i in range(200)]
+    assert all(a[k] == b[k] for a, b in zip(after, before) for k in b if k != "background")
+    changed = [b for a, b in zip(after, before) if a["background"] == SCENE]
+    assert 50 < len(changed) < 100 and SCENE not in {b["background"] for b in before}
+    clean = [a for a in after if a["angle"] == 0.0 and a["blur"] == 0.0 and a["noise"] == 0.0]
+    assert clean and all(a["background"] != SCENE for a in clean)
+    test = [sample_spec(i, 4, cfg, fonts_for(cfg, "test"), None, 3) for i in range(100)]
+    assert 30 < sum(t["background"] == SCENE for t in test) < 70  # no clean lines in a test set
+    assert Effects.none().scene == 0.0
