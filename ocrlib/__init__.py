@@ -7,10 +7,12 @@ Data (notebook 01)
     :mod:`text`      random mixed text, or the lines of a text file
     :mod:`synth`     the random choices of a synthetic sample, generating labelled folders
     :mod:`render`    drawing one sample from its choices (ink, geometry, paper, sensor)
+    :mod:`scenes`    cluttered scenes behind the text, a stand-in for photographs
     :mod:`folder`    labelled folders on disk: labels.txt, meta.jsonl, synth.json, write order
     :mod:`lmdbset`   LMDB sets (the scene-text benchmarks' format), converting to and from folders
     :mod:`images`    opening a sample's image (file or LMDB record) as RGB
-    :mod:`data`      image loading and normalisation, the Dataset, the CTC batch
+    :mod:`normalize` pixels to network input: grey, standardised, ink made bright (polarity)
+    :mod:`data`      image loading, the Dataset, the CTC batch
 
 Model (notebooks 02-04)
     :mod:`backbone`  ResNet34 as a sequence extractor, adapters, LoRA, freezing

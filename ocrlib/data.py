@@ -1,7 +1,7 @@
-"""From image files to CTC batches: loading, normalisation, the Dataset and the collate
-(notebook 01).
+"""From image files to CTC batches: loading, the Dataset and the collate (notebook 01).
 
-The files of a labelled folder are :mod:`ocrlib.folder`'s business. Bad input raises
+How pixels become network input is :mod:`ocrlib.normalize`'s business (re-exported here), the
+files of a labelled folder :mod:`ocrlib.folder`'s. Bad input raises
 :class:`~ocrlib.folder.DataError` naming every bad sample of the set by file and line at
 once, or, with ``skip_bad=True``, is left out and named in the log.
 """
@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -25,6 +24,9 @@ from .charset import Charset, ctc_min_length
 from .folder import DataError, LabelLine, read_labels, read_meta  # noqa: F401  (re-exported)
 from .images import as_rgb, image_exists, image_size, load_image  # noqa: F401  (re-exported)
 from .lmdbset import is_lmdb, read_lmdb_labels
+from .normalize import (  # noqa: F401  (re-exported)
+    IMAGENET_MEAN, IMAGENET_STD, SURE_SKEW, Normalize, ink_is_dark, normalize_pixels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,6 @@ IMAGE_HEIGHT = 32
 IMAGE_WIDTH = 320
 #: The backbone divides the width by 4 (see :mod:`ocrlib.backbone`): T = ceil(W / 4).
 WIDTH_PER_STEP = 4
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: How pixels become network input: ``"grey"`` (luminance, standardised per image, ink made
-#: bright) or ``"imagenet"`` (RGB with ImageNet statistics, as the original did).
-Normalize = Literal["grey", "imagenet"]
 
 
 def ctc_time_steps(width: int) -> int:
@@ -70,66 +67,6 @@ def bad_sample_report(folder: Path, problems: Sequence[str], listed: int = 20) -
     if len(problems) > listed:
         lines.append(f"  ... and {len(problems) - listed} more")
     return "\n".join(lines)
-
-
-def normalize_pixels(rgb: np.ndarray, how: Normalize = "grey") -> tuple[torch.Tensor, float]:
-    """``(H, W, 3)`` RGB in 0..1 -> ``(3, H, W)`` network input and the value to pad it with.
-
-    ``"grey"``: the luminance, standardised over the image (zero mean, unit variance) and
-    negated when the ink is dark, so that ink is always bright on a darker background, then
-    repeated on the three channels; padding takes the background level (the median). Colour
-    carries nothing about the text: measured on the full charset from random weights, a
-    network fed RGB lines in random colours stayed on CTC's all-blank plateau where the same
-    lines in grey, standardised and ink-bright, were read (benchmarks/RESULTS.md). The ink is
-    told from the paper by :func:`ink_is_dark`.
-    Repeated on three channels with zero mean and unit variance, it is also what an ImageNet
-    backbone expects of each channel.
-
-    ``"imagenet"``: RGB normalised with ImageNet's mean and std; padding 0 (the mean colour).
-    """
-    if how == "imagenet":
-        arr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        return (arr - mean) / std, 0.0
-    if how != "grey":
-        raise ValueError(f"normalize must be grey or imagenet, got {how!r}")
-    g = rgb[..., :3].astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-    g = g - g.mean()
-    g = g / max(float(g.std()), 0.02)  # 0.02: a blank image stays flat instead of exploding
-    if ink_is_dark(g):
-        g = -g
-    t = torch.from_numpy(np.ascontiguousarray(g))
-    return t.expand(3, *t.shape).contiguous(), float(np.median(g))
-
-
-#: Beyond this skewness of the standardised pixel values, its sign tells the ink's polarity.
-SURE_SKEW = 0.5
-
-
-def ink_is_dark(g: np.ndarray) -> bool:
-    """Whether the ink of a standardised ``(H, W)`` grey line is darker than its background.
-
-    On paper, plain or textured, the paper is the bulk of the pixels and the ink a tail, so the
-    sign of the skewness says which side the ink is on (right on every line of ocrlib's own sets
-    that are not scenes). On a photograph the background has tails of its own and the skewness
-    is near zero: measured on TRDG's lines on photographs, its sign was right for 57 % of them.
-    Where the skewness is within :data:`SURE_SKEW` of zero, the middle rows, where the text is,
-    are compared with the two ends of the line (its first and last eighth of the height in
-    columns), mostly background: the ink is on the side where more middle-row pixels lie beyond
-    the ends' 5th or 95th percentile. Right for 73 % of the photographed lines, and for every
-    line of matplotlib's ink-cropped set (the top and bottom rows, tried first, hold ink there:
-    99 %); benchmarks/RESULTS.md.
-    """
-    skew = float(np.mean(g**3))
-    if abs(skew) > SURE_SKEW:
-        return skew < 0
-    h, w = g.shape
-    k = max(1, min(h // 8, w // 8))
-    ends = np.concatenate([g[:, :k].ravel(), g[:, w - k:].ravel()])
-    centre = g[h // 4: h - h // 4]
-    lo, hi = np.quantile(ends, (0.05, 0.95))
-    return float((centre < lo).mean()) > float((centre > hi).mean())
 
 
 def resize_to_height(img: Image.Image, height: int, max_width: int) -> Image.Image:

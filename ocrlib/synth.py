@@ -62,7 +62,7 @@ class Effects:
             then at most 0.5 px).
         jpeg: JPEG compression at quality 30..80.
         scene: a cluttered scene behind the text instead (bricks, blocks, ripples, grain:
-            :func:`ocrlib.render.scene`), a stand-in for the photographs other generators use.
+            :func:`ocrlib.scenes.scene`), a stand-in for the photographs other generators use.
     """
 
     background: float = 0.5

@@ -187,12 +187,13 @@ def test_a_scene_is_cluttered_like_a_photograph_where_paper_is_not(plain):
 
 
 def test_text_on_a_scene_stays_readable(plain):
-    from ocrlib.render import SCENE, _readable, luminance
+    from ocrlib.render import SCENE
+    from ocrlib.scenes import luminance, readable
     # a scene exactly as light as the ink under it is pulled toward its mean colour
     fg = np.array([128.0, 128.0, 128.0])
     alpha = np.zeros((32, 60)); alpha[8:24, 10:50] = 1.0
     camouflage = np.full((32, 60, 3), 128.0)
-    pulled = _readable(camouflage, np.array([250.0, 250.0, 250.0]), fg, alpha)
+    pulled = readable(camouflage, np.array([250.0, 250.0, 250.0]), fg, alpha)
     under = np.abs(luminance(pulled[alpha > 0.5]) - luminance(fg))
     assert np.quantile(under, 0.1) >= 0.2
     for seed in range(6):
