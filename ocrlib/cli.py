@@ -186,7 +186,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .inference import Recognizer
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
-                                     beam_width=args.beam_width, recrop=args.recrop)
+                                     beam_width=args.beam_width, recrop=args.recrop,
+                                     flip_unsure=args.flip_unsure)
     r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad)
     for why in r["skipped"]:
         print(f"ocrlib eval: skipped {why}", file=sys.stderr)
@@ -216,7 +217,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from .inference import Recognizer, expand_paths, infer_paths
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
-                                     beam_width=args.beam_width, recrop=args.recrop)
+                                     beam_width=args.beam_width, recrop=args.recrop,
+                                     flip_unsure=args.flip_unsure)
     paths = expand_paths(args.paths)
     results, failures = infer_paths(rec, paths, args.batch_size)
     for path, d in results:
@@ -309,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(fractions of the ink's height) and keep the most confident "
                             "reading; 'none' reads each line once, as given "
                             f"(default {','.join(map(str, DEFAULT_RECROP))})")
+        e.add_argument("--flip-unsure", action=argparse.BooleanOptionalAction, default=True,
+                       help="also read lines whose ink polarity is unsure (mostly on "
+                            "photographs) with the other polarity, keeping the more confident "
+                            "reading (default: on)")
         e.add_argument("--batch-size", type=int, default=64)
         e.add_argument("--device", default="cpu")
 

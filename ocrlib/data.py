@@ -26,6 +26,7 @@ from .images import as_rgb, image_exists, image_size, load_image  # noqa: F401  
 from .lmdbset import is_lmdb, read_lmdb_labels
 from .normalize import (  # noqa: F401  (re-exported)
     IMAGENET_MEAN, IMAGENET_STD, SURE_SKEW, Normalize, ink_is_dark, normalize_pixels,
+    unsure_polarity,
 )
 
 log = logging.getLogger(__name__)

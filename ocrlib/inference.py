@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import load_model
 from .data import (
     Batch, DataError, OCRDataset, Sample, as_rgb, ctc_collate, load_image, to_input,
+    unsure_polarity,
 )
 from .decoding import Decoded, decode
 from .metrics import scores
@@ -48,6 +49,10 @@ class Recognizer:
             (:func:`ocrlib.recrop.crop_rows`) read beside each line as given; the reading
             the model gives the highest confidence wins. ``()`` reads each line once, as
             given. Lines already cut close to their text are read once whatever this says.
+        flip_unsure: also read the lines whose ink polarity was guessed rather than read
+            (:func:`ocrlib.data.unsure_polarity`: mostly lines on photographs) with the other
+            polarity, keeping the more confident reading; each crop too. Other lines are
+            read once. Only for grey input (``normalize="grey"``).
     """
 
     model: MambaOCR
@@ -56,6 +61,7 @@ class Recognizer:
     top_n: int = 1
     max_width: int | None = None
     recrop: tuple[float, ...] = DEFAULT_RECROP
+    flip_unsure: bool = True
 
     def __post_init__(self) -> None:
         self.recrop = tuple(self.recrop)
@@ -101,13 +107,30 @@ class Recognizer:
             samples.append(Sample(t, [], "", f"<image {k}>", fill))
         return ctc_collate(samples)
 
+    def read_batch(self, batch: Batch) -> tuple[list[Decoded], list[bool]]:
+        """Read a prepared batch: the readings, and for each whether it came from the other
+        polarity (:attr:`flip_unsure`)."""
+        out = self.decode(self.log_probs(batch.images), batch.frames)
+        flipped = [False] * len(out)
+        if not self.flip_unsure or self.model.cfg.normalize != "grey":
+            return out, flipped
+        unsure = torch.nonzero(unsure_polarity(batch.images, batch.widths)).flatten()
+        if len(unsure):
+            # the input is standardised and padded with its own level: negating it is the
+            # line read with the other polarity, padding included
+            other = self.decode(self.log_probs(-batch.images[unsure]), batch.frames[unsure])
+            for k, d in zip(unsure.tolist(), other):
+                if d.confidence > out[k].confidence:
+                    out[k], flipped[k] = d, True
+        return out, flipped
+
     def _read_once(self, images: Sequence[Image.Image]) -> list[Decoded]:
-        batch = self.prepare(images)
-        return self.decode(self.log_probs(batch.images), batch.frames)
+        return self.read_batch(self.prepare(images))[0]
 
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
         """Read PIL images (any mode): each as given and at each :attr:`recrop` crop that
-        changes it, keeping the most confident reading."""
+        changes it (and, where its polarity is unsure, each of those with the other polarity:
+        :attr:`flip_unsure`), keeping the most confident reading."""
         rgb = [as_rgb(im) for im in images]
         best = self._read_once(rgb) if rgb else []
         for pad in self.recrop:
@@ -126,8 +149,9 @@ class Recognizer:
         Returns :func:`ocrlib.metrics.scores` (cer, wer, accuracy, cer_ci, ned, n) plus
         ``images_per_s`` (loading, model and decoding), ``unknown_labels`` and the
         per-sample ``references``, ``predictions``, ``confidences``, ``alternatives``,
-        ``paths`` and ``recrops`` (the :attr:`recrop` margin each reading came from, None
-        for the line as given). Labels with characters the model cannot produce are kept as
+        ``paths``, ``recrops`` (the :attr:`recrop` margin each reading came from, None
+        for the line as given) and ``flipped`` (whether it was read with the other
+        polarity, :attr:`flip_unsure`). Labels with characters the model cannot produce are kept as
         they are (they count as errors) and a warning says how many there were. Bad samples (empty
         labels, missing or unreadable images) raise one error naming them all, or with
         ``skip_bad`` are left out of the scores and listed under ``skipped``.
@@ -142,15 +166,16 @@ class Recognizer:
         # lines of similar widths in a batch (less padding to compute), results in file order
         order = sorted(range(len(ds)), key=ds.widths().__getitem__)
         batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-        decoded = self._read_dataset(ds, batches)
+        decoded, flipped = self._read_dataset(ds, batches)
         chosen: dict[int, float | None] = dict.fromkeys(decoded)
         ds.crop_only = True  # each crop pass reads only the lines its crop changes
         readable = [b for b in ([i for i in b if i in decoded] for b in batches) if b]
         for pad in self.recrop:
             ds.crop = partial(crop_rows, pad=pad)
-            for i, d in self._read_dataset(ds, readable).items():
+            crops, crop_flipped = self._read_dataset(ds, readable)
+            for i, d in crops.items():
                 if d.confidence > decoded[i].confidence:
-                    decoded[i], chosen[i] = d, pad
+                    decoded[i], chosen[i], flipped[i] = d, pad, crop_flipped[i]
         seconds = time.perf_counter() - t0
         kept = sorted(decoded)
         items = [ds.items[i] for i in kept]
@@ -164,23 +189,25 @@ class Recognizer:
             "confidences": [decoded[i].confidence for i in kept],
             "alternatives": [decoded[i].alternatives for i in kept],
             "paths": [str(it.path) for it in items], "skipped": ds.skipped + unreadable,
-            "recrops": [chosen[i] for i in kept],
+            "recrops": [chosen[i] for i in kept], "flipped": [flipped[i] for i in kept],
         }
 
-    def _read_dataset(self, ds: OCRDataset, batches: list[list[int]]) -> dict[int, Decoded]:
-        """Read ``ds`` batch by batch; the readings by dataset index (samples the dataset gives
-        as None, unreadable images under ``skip_bad`` or lines a ``crop_only`` pass leaves
-        alone, are missing)."""
+    def _read_dataset(self, ds: OCRDataset, batches: list[list[int]]
+                      ) -> tuple[dict[int, Decoded], dict[int, bool]]:
+        """Read ``ds`` batch by batch; the readings and whether each was read with the other
+        polarity, by dataset index (samples the dataset gives as None, unreadable images under
+        ``skip_bad`` or lines a ``crop_only`` pass leaves alone, are missing)."""
         loader = DataLoader(ds, batch_sampler=batches, collate_fn=_collate_some)
         decoded: dict[int, Decoded] = {}
+        flipped: dict[int, bool] = {}
         for idx, batch in zip(batches, loader):
             if batch is None:
                 continue
-            out, j = self.decode(self.log_probs(batch.images), batch.frames), 0
+            (out, flips), j = self.read_batch(batch), 0
             for i in idx:  # the collate drops unreadable images (skip_bad): match by path
                 if j < len(batch.paths) and batch.paths[j] == str(ds.items[i].path):
-                    decoded[i], j = out[j], j + 1
-        return decoded
+                    decoded[i], flipped[i], j = out[j], flips[j], j + 1
+        return decoded, flipped
 
 
 def _collate_some(samples: Sequence[Sample | None]) -> Batch | None:

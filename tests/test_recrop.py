@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ocrlib.decoding import Decoded
@@ -152,3 +153,76 @@ def test_the_error_table_says_which_crop_each_reading_came_from(trained):
     assert list(table.prediction) == r["predictions"]
     got = [None if np.isnan(m) else m for m in table.read_crop]
     assert got == r["recrops"]
+
+
+def _wall_line() -> Image.Image:
+    """A photograph-like line whose polarity the skewness cannot settle: a mid-grey wall with
+    bright windows, dark ink in the middle rows (as in test_render's polarity test)."""
+    rng = np.random.default_rng(0)
+    g = np.full((32, 120), 0.5) + rng.normal(0, 0.03, (32, 120))
+    for x in range(0, 120, 12):
+        g[:, x:x + 4] = 0.95
+    g[11:21, 20:100:3] = 0.1
+    return Image.fromarray((np.clip(g, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+
+
+def test_unsure_polarity_is_read_back_from_the_input_padding_aside():
+    from ocrlib.data import SURE_SKEW, Sample, ctc_collate, normalize_pixels, unsure_polarity
+
+    lines = [_text_line(margin=4), _wall_line()]
+    samples = []
+    for im in lines:
+        rgb = np.asarray(im.resize((im.width * 32 // im.height, 32)), dtype=np.float32) / 255
+        t, fill = normalize_pixels(rgb)
+        samples.append(Sample(t, [], "", "", fill))
+        g = t[0].numpy()
+        assert bool(unsure_polarity(t[None])) == (abs(float(np.mean(g**3))) <= SURE_SKEW)
+    batch = ctc_collate(samples)
+    assert batch.images.shape[-1] > samples[1].image.shape[-1]  # the wall line is padded
+    assert unsure_polarity(batch.images, batch.widths).tolist() == [False, True]
+    assert unsure_polarity(-batch.images, batch.widths).tolist() == [False, True]
+
+
+def test_lines_of_unsure_polarity_are_also_read_the_other_way(trained, monkeypatch):
+    _, ckpt = trained
+    text_line, wall = _text_line(margin=4), _wall_line()
+    rec = Recognizer.from_checkpoint(ckpt, recrop=())
+    a, b = rec.model.charset.encode("ab")
+
+    # a stand-in network, sure of "a" where a line's first pixel is bright (its background
+    # made bright: the polarity the normalisation did not choose), unsure of "b" elsewhere
+    def stand_in(self, images):
+        n, t = images.shape[0], images.shape[-1] // 4
+        lp = torch.full((n, t, len(self.model.charset) + 1), -20.0)
+        bright = images[:, 0, 0, 0] > 0
+        lp[bright, :, a], lp[~bright, :, b] = -0.01, -0.7
+        return lp
+    monkeypatch.setattr(Recognizer, "log_probs", stand_in)
+    assert [d.text for d in rec.read([text_line, wall])] == ["b", "a"]  # only the wall flips
+    rec.flip_unsure = False
+    assert [d.text for d in rec.read([text_line, wall])] == ["b", "b"]
+
+
+def test_evaluate_says_which_readings_came_from_the_other_polarity(trained, tmp_path):
+    import shutil
+
+    root, ckpt = trained
+    val = tmp_path / "val"
+    shutil.copytree(root / "data/val", val)
+    for i in range(3):  # three lines of unsure polarity beside the generated ones
+        _wall_line().save(val / f"wall{i}.png")
+    with open(val / "labels.txt", "a") as f:
+        f.writelines(f"wall{i}.png\tHi\n" for i in range(3))
+    plain = Recognizer.from_checkpoint(ckpt, flip_unsure=False).evaluate(val)
+    both = Recognizer.from_checkpoint(ckpt).evaluate(val)
+    assert plain["flipped"] == [False] * plain["n"] and plain["paths"] == both["paths"]
+    for a, b, flipped, ha, hb in zip(plain["confidences"], both["confidences"],
+                                     both["flipped"], plain["predictions"], both["predictions"]):
+        assert b >= a
+        if not flipped:
+            assert hb == ha and b == a
+    proc = subprocess.run([sys.executable, "-m", "ocrlib", "eval", "--data", str(val),
+                           "--checkpoint", str(ckpt), "--json", "--no-flip-unsure"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cer"] == pytest.approx(plain["cer"])
