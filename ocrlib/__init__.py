@@ -8,6 +8,7 @@ Data (notebook 01)
     :mod:`synth`     the random choices of a synthetic sample, generating labelled folders
     :mod:`render`    drawing one sample from its choices (ink, geometry, paper, sensor)
     :mod:`scenes`    cluttered scenes behind the text, a stand-in for photographs
+    :mod:`photos`    strips of real photographs behind the text (scikit-image's sample pictures)
     :mod:`folder`    labelled folders on disk: labels.txt, meta.jsonl, synth.json, write order
     :mod:`lmdbset`   LMDB sets (the scene-text benchmarks' format), converting to and from folders
     :mod:`images`    opening a sample's image (file or LMDB record) as RGB

@@ -31,12 +31,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from .photos import photo
 from .scenes import readable, scene
 
 BACKGROUNDS = ("flat", "gradient", "paper", "stripes", "blotches")
 #: Drawn by its own probability (:class:`ocrlib.synth.Effects` ``scene``), not among BACKGROUNDS:
 #: a cluttered photo stand-in whose structure is as strong as the ink.
 SCENE = "scene"
+#: A strip of a real photograph (:mod:`ocrlib.photos`; the spec's ``photo`` names it), drawn
+#: by its own probability too (:class:`ocrlib.synth.Effects` ``photo``).
+PHOTO = "photo"
 LINES = ("none", "underline", "ruled", "box", "strike")
 
 
@@ -254,10 +258,13 @@ def background(kind: str, shape: tuple[int, int], colour: np.ndarray, rng: np.ra
 def compose(alpha: np.ndarray, lines: np.ndarray | None, spec: dict[str, Any]) -> np.ndarray:
     """Paper and ink: ``(h, w)`` coverages (0..1) -> an ``(h, w, 3)`` float image (step 4)."""
     rng = np.random.default_rng(spec.get("paper_seed", 0))
-    bg = background(spec.get("background", "flat"), alpha.shape, np.asarray(spec["bg"]), rng,
-                    spec.get("texture", 0.0))
+    kind = spec.get("background", "flat")
+    if kind == PHOTO:
+        bg = photo(spec["photo"], alpha.shape, np.asarray(spec["bg"]), rng, spec.get("texture", 0.0))
+    else:
+        bg = background(kind, alpha.shape, np.asarray(spec["bg"]), rng, spec.get("texture", 0.0))
     fg = np.asarray(spec["fg"], dtype=np.float32)
-    if spec.get("background") == SCENE:
+    if kind in (SCENE, PHOTO):
         bg = readable(bg, np.asarray(spec["bg"], dtype=np.float32), fg, alpha)
     img = bg + (fg - bg) * alpha[..., None]
     if lines is not None:

@@ -31,7 +31,8 @@ from .charset import DEFAULT_CHARS, Charset
 from .fonts import FontFace, family_of, find_fonts, font_pool, select_fonts
 from .text import random_text, read_text_lines
 from . import folder
-from .render import BACKGROUNDS, LINES, SCENE, render_with_centres
+from .photos import TEST_PHOTOS, TRAIN_PHOTOS
+from .render import BACKGROUNDS, LINES, PHOTO, SCENE, render_with_centres
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: What meta.jsonl keeps of a spec (besides image, label, font file and width).
 META_KEYS = ("font", "family", "variation", "size", "angle", "blur", "noise", "bg", "fg", "margins",
              "crop", "background", "spacing", "stretch", "shear", "perspective", "warp", "stroke",
-             "lines", "lowres", "jpeg")
+             "lines", "lowres", "jpeg", "photo")
 
 #: Random-stream keys: a split's samples come from its own stream, so splits never overlap.
 STREAMS = {"custom": 0, "train": 1, "val": 2, "test": 3}
@@ -63,6 +64,9 @@ class Effects:
         jpeg: JPEG compression at quality 30..80.
         scene: a cluttered scene behind the text instead (bricks, blocks, ripples, grain:
             :func:`ocrlib.scenes.scene`), a stand-in for the photographs other generators use.
+        photo: a strip of a real photograph behind the text instead (:mod:`ocrlib.photos`;
+            ``test`` splits use pictures training never saw). Drawn after ``scene``, so it
+            takes some of the scenes' lines and some of the others.
     """
 
     background: float = 0.5
@@ -76,6 +80,7 @@ class Effects:
     lowres: float = 0.1
     jpeg: float = 0.2
     scene: float = 0.2
+    photo: float = 0.15
 
     @classmethod
     def none(cls) -> Effects:
@@ -286,6 +291,10 @@ def sample_spec(
         spec["margins"] = [spec["margins"][0], ink_margin, spec["margins"][2], ink_margin]
     if style_rng.random() < cfg.effects.scene and not (clean and stream != STREAMS["test"]):
         spec["background"] = SCENE
+    pool = TEST_PHOTOS if stream == STREAMS["test"] else TRAIN_PHOTOS
+    pick = pool[int(style_rng.integers(len(pool)))]
+    if style_rng.random() < cfg.effects.photo and not (clean and stream != STREAMS["test"]):
+        spec.update(background=PHOTO, photo=pick)
     return spec
 
 
