@@ -115,8 +115,8 @@ def profiles() -> dict[str, Profile]:
             # detector crops (trained on font-box crops alone, it misread such lines 3x as often);
             # and the default effects' cluttered scenes behind a fifth of the lines (trained
             # without them it read another generator's lines on photographs at CER 0.5-0.7),
-            # and strips of real photographs behind 15 % (another generator's lines: 0.161 ->
-            # 0.147, seed 2).
+            # and strips of real photographs behind 15 % (another generator's plain lines:
+            # 0.161-0.163 -> 0.147-0.155 over three seeds).
             "laptop",
             ModelConfig(chars=DEFAULT_CHARS, backbone=BackboneConfig(width=32),
                         encoder=EncoderConfig(d_model=256, n_layers=2, dropout=0.0)),
