@@ -12,7 +12,6 @@ folder's ``meta.jsonl`` records (ocrlib's and TRDG's sets record one; matplotlib
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,17 +19,15 @@ from pathlib import Path
 
 import torch
 
+from ocrlib.folder import read_meta
 from ocrlib.inference import Recognizer
 from ocrlib.metrics import scores
 
 
 def backgrounds(folder: Path) -> dict[str, str]:
     """Image name -> background kind, from the folder's ``meta.jsonl`` (empty without one)."""
-    meta = folder / "meta.jsonl"
-    if not meta.is_file():
-        return {}
-    rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line]
-    return {Path(r["image"]).name: r["background"] for r in rows if r.get("background")}
+    return {Path(image).name: row["background"] for image, row in read_meta(folder).items()
+            if row.get("background")}
 
 
 def by_background(r: dict, kinds: dict[str, str]) -> str:
