@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": args.profile, "seed": args.seed, "amp": args.amp,
         "numerics": numerics(resolve_amp(prof.train.amp, torch.device("cpu"))),
         "curve": [(h["step"], round(h["loss"], 4), round(h["val_cer"], 4)) for h in res.history],
-        "best_val_cer": round(res.best_cer, 4), "test_cer": round(r["cer"], 4),
+        "steps": res.step, "best_val_cer": round(res.best_cer, 4), "test_cer": round(r["cer"], 4),
         "test_cer_once": round(once["cer"], 4), "test_cer_ci": round(r["cer_ci"], 4),
         "test_accuracy": round(r["accuracy"], 4),
         "test_n": r["n"], "skipped_batches": res.skipped_batches,

@@ -161,6 +161,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     prof = profile_with(args.profile, steps=args.steps, batch_size=args.batch_size,
                         device=args.device, amp=args.amp, seed=args.seed)
+    if args.budget is not None:
+        prof.train.budget = args.budget or None
+    elif args.steps is not None:  # an explicit number of steps wins over the profile's budget
+        prof.train.budget = None
     from .lmdbset import is_lmdb
 
     for folder in [*args.train, args.val]:
@@ -277,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this checkpoint's weights (fine-tuning; same model)")
     t.add_argument("--out", default="checkpoints/best_mamba_ocr.pth", help="best checkpoint")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    t.add_argument("--steps", type=int, help="override the profile's number of steps")
+    t.add_argument("--steps", type=int,
+                   help="train this many steps (instead of the profile's, or its time budget)")
+    t.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="train as many steps as fit in this many seconds, timed on this machine "
+                        "(0: the number of steps instead; default: the profile's)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--device", help="auto, cpu or cuda")
     t.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])

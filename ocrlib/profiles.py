@@ -24,7 +24,8 @@ class TrainConfig:
     """Training settings.
 
     Attributes:
-        steps: optimizer steps (batches) in the whole run.
+        steps: optimizer steps (batches) in the whole run; with ``budget``, the reference
+            that ``guided_steps`` is a share of.
         batch_size, lr, weight_decay: the usual; ``lr`` is OneCycleLR's peak.
         grad_clip: clip the gradient norm to this; None: no clipping (non-finite gradients
             are still caught and skipped). Measured on the ``tiny`` profile: clipping at 1.0
@@ -51,6 +52,11 @@ class TrainConfig:
         fixed_width: pad every training line to the model's width and count every frame, as
             the original project did, instead of reading each line at its own width (kept
             for comparisons: the padding frames teach the model to emit blanks).
+        budget: seconds the training steps may take, or None. If set, a fresh run first times
+            a few steps of a throwaway copy of itself, then trains for as many steps as fit
+            (:mod:`ocrlib.budget`; validation and checkpoints are not counted), with
+            ``guided_steps`` scaled to match: the same recipe fills the time on a fast machine
+            and keeps to it on a slow one.
         workers: DataLoader worker processes (0: load in the training process).
         seed: seeds the initialisation, the data order and dropout.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
@@ -71,6 +77,7 @@ class TrainConfig:
     guided_weight: float = 1.0
     guided_blank_weight: float = 1.0
     fixed_width: bool = False
+    budget: float | None = None
     workers: int = 0
     seed: int = 0
     device: str = "auto"
@@ -120,13 +127,18 @@ def profiles() -> dict[str, Profile]:
             "laptop",
             ModelConfig(chars=DEFAULT_CHARS, backbone=BackboneConfig(width=32),
                         encoder=EncoderConfig(d_model=256, n_layers=2, dropout=0.0)),
+            # As many steps as fit in 20 minutes on this machine (ocrlib.budget): 7,500 on a
+            # 2-core EPYC at 0.16 s a step, 3,750 where a step takes 0.32 s (the same kind
+            # of machine, another day); the 5,000 steps the schedule is written for took
+            # 14-29 minutes. 8,000 steps against 5,000 (seed 0): own test 0.117 -> 0.104,
+            # another generator's lines 0.155 -> 0.141 (benchmarks/RESULTS.md).
             TrainConfig(steps=5000, batch_size=32, lr=7e-4, warmup=0.05, eval_every=1000,
-                        val_limit=500, save_every=250, guided_steps=5000),
+                        val_limit=500, save_every=250, guided_steps=5000, budget=1200.0),
             SynthConfig(min_len=1, max_len=12, clean_fraction=0.25, decorative_weight=0.5,
                         vertical_margin=(-0.05, 0.5), tight_fraction=0.3),
             {"train": 48000, "val": 500, "test": 1000},
             "0-9a-zA-Z in 85 font families and every distortion, tested on 11 unseen families, "
-            "half-width ResNet34 + 2 Mamba layers: ~27 min on 2 cores",
+            "half-width ResNet34 + 2 Mamba layers, trained for 20 min: ~25 min on 2 cores",
         ),
         "gpu": Profile(
             "gpu",

@@ -132,7 +132,8 @@ class Session:
             raise FileNotFoundError(f"--resume: no checkpoint at {path} to resume from")
         ckpt = read_checkpoint(path)
         diffs = (config_differences(ckpt["config"], self.config)
-                 + config_differences(ckpt.get("train", {}), asdict(self.cfg)))
+                 + config_differences({"budget": None, **ckpt.get("train", {})},
+                                      asdict(self.cfg)))
         if diffs:
             raise CheckpointMismatchError(
                 f"{path} was made for another configuration:\n  " + "\n  ".join(diffs))

@@ -21,6 +21,7 @@ here (``from ocrlib.train import profiles`` keeps working).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from .budget import PROBE_STEPS, fit_to_budget, resumed_fit, step_seconds
 from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
 from .decoding import greedy_decode
@@ -215,6 +217,8 @@ def train(
         best_path.parent.mkdir(parents=True, exist_ok=True)
     finished = False
     try:
+        train_cfg = _fit(model_cfg, train_cfg, sources, val_dir, resume_path, resume, skip_bad,
+                         d, device, mix)
         run = Session(model_cfg, train_cfg, d, device)
         if resume:
             run.resume(resume_path)
@@ -246,6 +250,30 @@ def train(
             log.warning("training curves not drawn: %s", err)
     return TrainResult(best_path, resume_path, state.step, state.best_cer, state.history,
                        state.skipped, time.perf_counter() - t_start)
+
+
+def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir: Path,
+         resume_path: Path, resume: bool, skip_bad: bool, d: Dist, device: torch.device,
+         mix: Sequence[float] | None) -> TrainConfig:
+    """``cfg`` with as many steps as fit its ``budget`` (:mod:`ocrlib.budget`): timed on a
+    throwaway run for a fresh start, read from the checkpoint for a resumed one."""
+    if cfg.budget is None:
+        return cfg
+    if resume:
+        return resumed_fit(cfg, resume_path)
+    if d.enabled:
+        raise ValueError("a time budget is for one process: every rank would time its own "
+                         "steps; give the number of steps instead (--steps)")
+    probe_cfg = dataclasses.replace(cfg, steps=max(cfg.steps, PROBE_STEPS))  # enough batches
+    probe = Session(model_cfg, probe_cfg, d, device)
+    probe.net.train()
+    batches, _ = loaders(model_cfg, probe_cfg, sources, val_dir, 0, skip_bad, d, mix)
+    seconds = step_seconds(probe, batches)
+    del probe, batches
+    fitted = fit_to_budget(cfg, seconds)
+    log.info("%.3f s a step here: %d steps fit in the budget of %.0f s (guided for %d)",
+             seconds, fitted.steps, cfg.budget, fitted.guided_steps)
+    return fitted
 
 
 def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_path: Path,

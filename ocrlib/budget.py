@@ -1,0 +1,95 @@
+"""Fitting a run to a time budget: as many steps as this machine takes in the given seconds.
+
+The same 2-core machine has run the ``laptop`` recipe's step in 0.16 s one day and 0.33 s
+another (benchmarks/RESULTS.md), so a fixed number of steps either wastes half of the demo's
+30 minutes or overruns them. With :attr:`ocrlib.profiles.TrainConfig.budget` set,
+:func:`ocrlib.train.train` first times a few steps of a throwaway copy of the run
+(:func:`step_seconds`), then trains for the number of steps that fill the budget
+(:func:`fit_to_budget`). The schedule keeps its shape: the warm-up is a fraction of the run
+already, and the alignment-guided start is scaled with it. A resumed run takes its number of
+steps from its checkpoint (:func:`resumed_fit`), so it ends where the interrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .checkpoint import read_checkpoint
+from .profiles import TrainConfig
+
+if TYPE_CHECKING:
+    from .data import Batch
+    from .session import Session
+
+log = logging.getLogger(__name__)
+
+
+#: Steps :func:`step_seconds` takes by default: 4 untimed, 32 timed.
+PROBE_STEPS = 36
+
+
+def fit_to_budget(cfg: TrainConfig, seconds_per_step: float) -> TrainConfig:
+    """A copy of ``cfg`` whose ``steps`` fill ``cfg.budget`` seconds at ``seconds_per_step``.
+
+    The steps are rounded down to a whole number of ``save_every`` (at least one), and
+    ``guided_steps`` is scaled by the same factor, so the guidance fades over the same share of
+    the run. ``cfg`` without a budget comes back unchanged.
+
+    Raises:
+        ValueError: for a budget that is not positive, or a step time that is not a positive
+            finite number.
+    """
+    if cfg.budget is None:
+        return cfg
+    if not cfg.budget > 0:
+        raise ValueError(f"the time budget must be a positive number of seconds, got {cfg.budget}")
+    if not (math.isfinite(seconds_per_step) and seconds_per_step > 0):
+        raise ValueError(f"seconds_per_step must be positive and finite, got {seconds_per_step}")
+    unit = max(1, cfg.save_every)
+    steps = max(unit, int(cfg.budget / seconds_per_step) // unit * unit)
+    guided = min(steps, round(cfg.guided_steps * steps / cfg.steps))
+    return dataclasses.replace(cfg, steps=steps, guided_steps=guided)
+
+
+def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEPS - 4,
+                 warmup: int = 4) -> float:
+    """Mean wall-clock seconds of one training step (loading the batch, forward, backward,
+    optimizer) over ``n`` steps after ``warmup`` untimed ones.
+
+    ``session`` is a throwaway :class:`ocrlib.session.Session` (its weights change) and
+    ``batches`` its training batches, from the first: they come in random order whatever
+    their widths, so the mean over ``n`` of them is the run's mean, to a few per cent.
+
+    Raises:
+        ValueError: if ``batches`` ends before ``warmup + n`` steps.
+    """
+    it = iter(batches)
+    start = 0.0
+    for k in range(warmup + n):
+        if k == warmup:
+            start = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            raise ValueError(f"timing needs {warmup + n} batches, the run has {k}") from None
+        session.step(batch)
+    return (time.perf_counter() - start) / n
+
+
+def resumed_fit(cfg: TrainConfig, resume_path: Path) -> TrainConfig:
+    """``cfg`` with the steps and guided steps the interrupted run at ``resume_path`` fitted
+    to its budget (unchanged without a budget, or when the checkpoint does not say)."""
+    if cfg.budget is None:
+        return cfg
+    saved = read_checkpoint(resume_path).get("train", {})
+    if "steps" not in saved:
+        return cfg
+    log.info("resuming a budgeted run: %d steps, as fitted when it started", saved["steps"])
+    return dataclasses.replace(cfg, steps=int(saved["steps"]),
+                               guided_steps=int(saved.get("guided_steps", cfg.guided_steps)))

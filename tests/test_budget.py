@@ -1,0 +1,112 @@
+import copy
+
+import pytest
+import torch
+
+from ocrlib import train as T
+from ocrlib.budget import fit_to_budget, step_seconds
+from ocrlib.checkpoint import read_checkpoint
+from ocrlib.session import Session
+from ocrlib.synth import generate_splits
+from ocrlib.train import TrainConfig, loaders, profiles, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate_splits(root, {"train": 24, "val": 8}, seed=0, cfg=profiles()["tiny"].synth,
+                    workers=1, progress=False)
+    return root
+
+
+def _micro(**kw):
+    prof = copy.deepcopy(profiles()["tiny"])
+    prof.model.encoder.d_model = 32
+    prof.train = TrainConfig(batch_size=4, lr=1e-3, eval_every=3, save_every=3, val_limit=8,
+                             amp="off", device="cpu", **kw)
+    return prof
+
+
+def test_the_steps_that_fit_fill_the_budget_and_the_guidance_keeps_its_share():
+    cfg = TrainConfig(steps=5000, guided_steps=5000, save_every=250, budget=1140.0)
+    fast, slow = fit_to_budget(cfg, 0.16), fit_to_budget(cfg, 0.32)
+    assert (fast.steps, fast.guided_steps) == (7000, 7000)  # 7125 rounded down to 250s
+    assert (slow.steps, slow.guided_steps) == (3500, 3500)
+    assert fast.budget == 1140.0 and cfg.steps == 5000  # a copy
+    part = fit_to_budget(TrainConfig(steps=20000, guided_steps=2000, save_every=500,
+                                     budget=3000.0), 0.1)
+    assert (part.steps, part.guided_steps) == (30000, 3000)
+    assert fit_to_budget(cfg, 100.0).steps == 250  # at least one save's worth
+    plain = TrainConfig(steps=123)
+    assert fit_to_budget(plain, 0.5) is plain
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="seconds_per_step"):
+            fit_to_budget(cfg, bad)
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        fit_to_budget(TrainConfig(budget=-5.0), 0.1)
+
+
+def test_timing_steps_takes_real_steps_and_says_when_batches_run_out(data):
+    prof = _micro(steps=40)
+    run = Session(prof.model, prof.train)
+    before = [p.detach().clone() for p in run.params]
+    batches, _ = loaders(prof.model, prof.train, data / "train", data / "val", 0)
+    seconds = step_seconds(run, batches, n=3, warmup=1)
+    assert 0 < seconds < 10 and run.state.step == 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.params))
+    with pytest.raises(ValueError, match="timing needs 36 batches, the run has 5"):
+        step_seconds(run, iter(list(batches)[:5]))
+
+
+def test_a_budgeted_run_trains_what_fits_as_a_plain_run_would_and_resumes(data, tmp_path,
+                                                                           monkeypatch):
+    real = step_seconds
+    timed = []
+    # the probe takes its real steps, but says each took 0.5 s: a 6 s budget fits 12 steps
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: (timed.append(real(s, b)), 0.5)[1])
+    budgeted = _micro(steps=6, guided_steps=6, budget=6.0)
+    res = train(budgeted.model, budgeted.train, data / "train", data / "val",
+                tmp_path / "a" / "best_m.pth", progress=False)
+    assert len(timed) == 1 and res.step == 12
+    saved = read_checkpoint(res.last)["train"]
+    assert (saved["steps"], saved["guided_steps"], saved["budget"]) == (12, 12, 6.0)
+    plain = _micro(steps=12, guided_steps=12)
+    ref = train(plain.model, plain.train, data / "train", data / "val",
+                tmp_path / "b" / "best_m.pth", progress=False)
+    a, b = read_checkpoint(res.last)["model"], read_checkpoint(ref.last)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the throwaway probe changed nothing
+    # killed half way and resumed: the steps come from the checkpoint, not a new timing
+    part = train(budgeted.model, budgeted.train, data / "train", data / "val",
+                 tmp_path / "c" / "best_m.pth", progress=False, stop_after=6)
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: pytest.fail("timed again on resume"))
+    resumed = train(budgeted.model, budgeted.train, data / "train", data / "val",
+                    tmp_path / "c" / "best_m.pth", progress=False, resume=True)
+    assert part.step == 6 and resumed.step == 12
+    c = read_checkpoint(resumed.last)["model"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_laptop_profile_fits_its_training_to_a_budget_and_the_cli_can_say_otherwise(
+        data, monkeypatch):
+    from ocrlib import cli
+
+    laptop = profiles()["laptop"].train
+    assert laptop.budget is not None
+    seen = []
+
+    def stand_in(prof, *args, **kwargs):
+        seen.append(prof.train)
+        raise _Stop
+
+    monkeypatch.setattr(T, "train_profile", stand_in)
+    for argv, budget, steps in (([], laptop.budget, laptop.steps),
+                                (["--steps", "300"], None, 300),
+                                (["--budget", "60"], 60.0, laptop.steps),
+                                (["--budget", "0"], None, laptop.steps)):
+        with pytest.raises(_Stop):
+            cli.main(["train", "--train", str(data / "train"), "--val", str(data / "val"), *argv])
+        assert (seen[-1].budget, seen[-1].steps) == (budget, steps), argv
