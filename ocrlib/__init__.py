@@ -28,6 +28,7 @@ Training (notebook 04)
     :mod:`losses`    CTC and the alignment-guided start
     :mod:`sampler`   the order of training batches (width buckets, exact resume)
     :mod:`precision` device, autocast dtype, the numerics of a run (``OCRLIB_AMP``)
+    :mod:`budget`    fitting a run's steps to a time budget on this machine
     :mod:`train`     the training loop, its state and checkpoints
     :mod:`checkpoint` saving and loading checkpoints safely
 
