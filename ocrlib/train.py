@@ -41,9 +41,8 @@ from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
 from .decoding import greedy_decode
 from .distributed import (
-    Dist, Keyed, ShardSampler, broadcast_buffers, describe_failure, gather, setup, shard_collate,
-    shard_list,
-    teardown,
+    Dist, Keyed, ShardSampler, all_sum, broadcast_buffers, describe_failure, gather, setup,
+    shard_collate, shard_list, teardown,
 )
 from .folder import read_manifest
 from .io import atomic_write_text
@@ -261,15 +260,14 @@ def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir:
         return cfg
     if resume:
         return resumed_fit(cfg, resume_path)
-    if d.enabled:
-        raise ValueError("a time budget is for one process: every rank would time its own "
-                         "steps; give the number of steps instead (--steps)")
     probe_cfg = dataclasses.replace(cfg, steps=max(cfg.steps, PROBE_STEPS))  # enough batches
     probe = Session(model_cfg, probe_cfg, d, device)
     probe.net.train()
     batches, _ = loaders(model_cfg, probe_cfg, sources, val_dir, 0, skip_bad, d, mix)
     seconds = step_seconds(probe, batches)
     del probe, batches
+    if d.enabled:  # every rank must fit the same number of steps: their mean step time
+        seconds = float(all_sum(torch.tensor([seconds], device=device), d)[0]) / d.world
     fitted = fit_to_budget(cfg, seconds)
     log.info("%.3f s a step here: %d steps fit in the budget of %.0f s (guided for %d)",
              seconds, fitted.steps, cfg.budget, fitted.guided_steps)

@@ -110,3 +110,10 @@ def test_the_laptop_profile_fits_its_training_to_a_budget_and_the_cli_can_say_ot
         with pytest.raises(_Stop):
             cli.main(["train", "--train", str(data / "train"), "--val", str(data / "val"), *argv])
         assert (seen[-1].budget, seen[-1].steps) == (budget, steps), argv
+
+
+def test_resuming_a_budgeted_run_that_never_started_says_what_is_missing(data, tmp_path):
+    prof = _micro(steps=6, budget=6.0)
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint at"):
+        train(prof.model, prof.train, data / "train", data / "val", tmp_path / "best_m.pth",
+              progress=False, resume=True)

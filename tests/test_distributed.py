@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -161,3 +162,16 @@ def test_ocrlib_train_runs_unchanged_under_torchrun(data, tmp_path):
     assert proc.stderr.count("% of every batch") == 2  # rank 0 says how it mixes, once a source
     assert read_checkpoint(last_path(out))["step"] == 2
     assert load_model(out)[0].charset.chars == micro().model.charset.chars
+
+
+def test_ranks_fit_the_same_number_of_steps_to_a_time_budget(data, tmp_path):
+    out = tmp_path / "best.pth"
+    proc = ok(torchrun("-m", "ocrlib", "-v", "train", "--profile", "tiny", "--budget", "1",
+                       "--batch-size", "4", "--train", data / "train", "--val", data / "val",
+                       "--out", out, "--quiet"))
+    fitted = re.findall(r"(\d+) steps fit in the budget of 1 s", proc.stderr)
+    # -v: every rank logs what it fitted; a rank that fitted more steps would wait for the
+    # others' gradients after they had finished, and the job would fail instead
+    assert len(fitted) == 2 and fitted[0] == fitted[1], proc.stderr[-3000:]
+    ckpt = read_checkpoint(last_path(out))
+    assert ckpt["step"] == ckpt["train"]["steps"] == int(fitted[0])
