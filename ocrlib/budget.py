@@ -2,10 +2,10 @@
 
 The same 2-core machine has run the ``laptop`` recipe's step in 0.16 s one day and 0.33 s
 another (benchmarks/RESULTS.md), so a fixed number of steps either wastes half of the demo's
-30 minutes or comes within a minute of overrunning them. With :attr:`ocrlib.profiles.TrainConfig.budget` set,
-:func:`ocrlib.train.train` first times a few steps of a throwaway copy of the run
-(:func:`step_seconds`), then trains for the number of steps that fill the budget
-(:func:`fit_to_budget`). The schedule keeps its shape: the warm-up is a fraction of the run
+30 minutes or comes within a minute of overrunning them. With
+:attr:`ocrlib.profiles.TrainConfig.budget` set, :func:`ocrlib.train.train` first times a few
+steps of a throwaway copy of the run (:func:`step_seconds`), then trains for the number of
+steps that fill the budget (:func:`fit_to_budget`). The schedule keeps its shape: the warm-up is a fraction of the run
 already, and the alignment-guided start is scaled with it. Under ``torchrun`` every rank times
 its steps and all fit to their mean, so they agree. A resumed run takes its number of steps
 from its checkpoint (:func:`resumed_fit`), so it ends where the interrupted one would.
@@ -65,7 +65,8 @@ def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEP
 
     ``session`` is a throwaway :class:`ocrlib.session.Session` (its weights change) and
     ``batches`` its training batches, from the first: they come in random order whatever
-    their widths, so the mean over ``n`` of them is the run's mean, to a few per cent.
+    their widths, so the mean over ``n`` of them is the run's mean to about a tenth
+    (measured: benchmarks/RESULTS.md), if the machine keeps its speed.
 
     Raises:
         ValueError: if ``batches`` ends before ``warmup + n`` steps.
