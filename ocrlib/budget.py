@@ -5,8 +5,8 @@ another (benchmarks/RESULTS.md), so a fixed number of steps either wastes half o
 30 minutes or comes within a minute of overrunning them. With
 :attr:`ocrlib.profiles.TrainConfig.budget` set, :func:`ocrlib.train.train` first times a few
 steps of a throwaway copy of the run (:func:`step_seconds`), then trains for the number of
-steps that fill the budget (:func:`fit_to_budget`). The schedule keeps its shape: the warm-up is a fraction of the run
-already, and the alignment-guided start is scaled with it. Under ``torchrun`` every rank times
+steps that fill the budget (:func:`fit_to_budget`). The schedule keeps its shape: the warm-up
+is a fraction of the run already, and the alignment-guided start is scaled with it. Under ``torchrun`` every rank times
 its steps and all fit to their mean, so they agree. A resumed run takes its number of steps
 from its checkpoint (:func:`resumed_fit`), so it ends where the interrupted one would.
 """
