@@ -1,14 +1,15 @@
 """Fitting a run to a time budget: as many steps as this machine takes in the given seconds.
 
 The same 2-core machine has run the ``laptop`` recipe's step in 0.16 s one day and 0.33 s
-another (benchmarks/RESULTS.md), so a fixed number of steps either wastes half of the demo's
-30 minutes or comes within a minute of overrunning them. With
+another (benchmarks/RESULTS.md), so a fixed number of steps either wastes half of the demo's 30
+minutes or comes within a minute of overrunning them. With
 :attr:`ocrlib.profiles.TrainConfig.budget` set, :func:`ocrlib.train.train` first times a few
-steps of a throwaway copy of the run (:func:`step_seconds`), then trains for the number of
-steps that fill the budget (:func:`fit_to_budget`). The schedule keeps its shape: the warm-up
-is a fraction of the run already, and the alignment-guided start is scaled with it. Under ``torchrun`` every rank times
-its steps and all fit to their mean, so they agree. A resumed run takes its number of steps
-from its checkpoint (:func:`resumed_fit`), so it ends where the interrupted one would.
+steps of a throwaway copy of the run (:func:`step_seconds`), then trains for the number of steps
+that fill the budget (:func:`fit_to_budget`). The schedule keeps its shape: the warm-up is a
+fraction of the run already, and the alignment-guided start is scaled with it. Under
+``torchrun`` every rank times its steps and all fit to their mean, so they agree. A resumed run
+takes its number of steps from its checkpoint (:func:`resumed_fit`), so it ends where the
+interrupted one would.
 """
 
 from __future__ import annotations
