@@ -10,6 +10,14 @@ fraction of the run already, and the alignment-guided start is scaled with it. U
 ``torchrun`` every rank times its steps and all fit to their mean, so they agree. A resumed run
 takes its number of steps from its checkpoint (:func:`resumed_fit`), so it ends where the
 interrupted one would.
+
+The probe is only as good as the machine's speed staying what it saw: one run here was timed
+at 0.137 s a step and then took 0.19 s a step for thousands of steps. So the training loop
+checks the clock at every resume checkpoint (:func:`deadline_steps`): when the steps left
+would take the run past its budget, it ends earlier, and the rest of the learning-rate cycle
+and of the guided start's fade are squeezed into the steps left
+(:meth:`ocrlib.session.OneCycle.squeeze`). The budget is a ceiling: a run never trains longer
+than it was fitted to.
 """
 
 from __future__ import annotations
@@ -32,8 +40,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-#: Steps :func:`step_seconds` takes by default: 4 untimed, 32 timed.
+#: Untimed steps :func:`step_seconds` takes first (new shapes, caches).
+PROBE_WARMUP = 4
+#: Steps :func:`step_seconds` takes by default: :data:`PROBE_WARMUP` untimed, the rest timed.
 PROBE_STEPS = 36
+#: How far past its budget a run's projected end may go before :func:`deadline_steps` ends it
+#: earlier: the probe's own error is about a tenth, so a run that keeps its speed is not cut.
+SLACK = 0.05
 
 
 def fit_to_budget(cfg: TrainConfig, seconds_per_step: float) -> TrainConfig:
@@ -59,8 +72,8 @@ def fit_to_budget(cfg: TrainConfig, seconds_per_step: float) -> TrainConfig:
     return dataclasses.replace(cfg, steps=steps, guided_steps=guided)
 
 
-def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEPS - 4,
-                 warmup: int = 4) -> float:
+def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEPS - PROBE_WARMUP,
+                 warmup: int = PROBE_WARMUP) -> float:
     """Mean wall-clock seconds of one training step (loading the batch, forward, backward,
     optimizer) over ``n`` steps after ``warmup`` untimed ones.
 
@@ -96,3 +109,27 @@ def resumed_fit(cfg: TrainConfig, resume_path: Path) -> TrainConfig:
     log.info("resuming a budgeted run: %d steps, as fitted when it started", saved["steps"])
     return dataclasses.replace(cfg, steps=int(saved["steps"]),
                                guided_steps=int(saved.get("guided_steps", cfg.guided_steps)))
+
+
+def deadline_steps(cfg: TrainConfig, step: int, spent: float, seconds_per_step: float,
+                   slack: float = SLACK) -> int:
+    """The step a budgeted run should end at, seen from ``step`` after ``spent`` seconds of
+    training steps that lately took ``seconds_per_step`` each.
+
+    ``cfg.steps`` while the steps left fit in ``cfg.budget`` (up to ``slack`` over it); else as
+    many more steps as the budget has seconds left, rounded down to whole ``save_every``, and
+    at least one ``save_every`` more, so the squeezed end of the schedule still has steps to
+    run. Never later than ``cfg.steps``, and ``cfg.steps`` for a run without a budget.
+
+    Raises:
+        ValueError: for a step time that is not a positive finite number.
+    """
+    if cfg.budget is None or step >= cfg.steps:
+        return cfg.steps
+    if not (math.isfinite(seconds_per_step) and seconds_per_step > 0):
+        raise ValueError(f"seconds_per_step must be positive and finite, got {seconds_per_step}")
+    if spent + (cfg.steps - step) * seconds_per_step <= cfg.budget * (1 + slack):
+        return cfg.steps
+    unit = max(1, cfg.save_every)
+    more = int(max(0.0, cfg.budget - spent) / seconds_per_step) // unit * unit
+    return min(cfg.steps, step + max(unit, more))

@@ -37,14 +37,16 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, target_lengths: torch.
                       reduction="mean", zero_infinity=True)
 
 
-def guided_term(logits: torch.Tensor, frame_targets: torch.Tensor | None, step: int,
+def guided_term(logits: torch.Tensor, frame_targets: torch.Tensor | None, step: float,
                 cfg: TrainConfig,
                 mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 ) -> torch.Tensor | float:
     """The alignment-guided start: cross-entropy of every frame against the generator's
     alignment (:func:`ocrlib.data.alignment_targets`), weighted ``cfg.guided_weight`` and
     fading linearly to 0 over the first ``cfg.guided_steps`` steps; 0 after them or when the
-    batch has no recorded alignment.
+    batch has no recorded alignment. ``step`` is where the run stands on its schedule
+    (:meth:`ocrlib.session.OneCycle.cycle_step`: the step itself unless a budgeted run was
+    ended early).
 
     ``mean_over_ranks`` (distributed training): the mean of a tensor over the ranks. The
     cross-entropy's weighted mean is then taken over the frames of the whole global batch

@@ -5,6 +5,7 @@ make resuming exact; :func:`ocrlib.train.train` drives it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -42,12 +43,50 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig
-                    ) -> torch.optim.lr_scheduler.OneCycleLR:
+class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
+    """:class:`torch.optim.lr_scheduler.OneCycleLR`, whose rest can be squeezed into fewer
+    steps (:meth:`squeeze`): a budgeted run that falls behind the clock ends early and still
+    anneals all the way (:func:`ocrlib.budget.deadline_steps`). Until squeezed, it is
+    OneCycleLR exactly; the squeeze is part of its ``state_dict``, so a resumed run keeps it.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, **kwargs: Any) -> None:
+        #: ``(at, cycle_at, end)``: from step ``at`` (where the cycle stood at ``cycle_at``)
+        #: the rest of the cycle runs until step ``end``; None while unsqueezed
+        self.squeezed: tuple[int, float, int] | None = None
+        super().__init__(optimizer, **kwargs)
+
+    def cycle_step(self, step: int) -> float:
+        """Where on the cycle of ``total_steps`` the run's step ``step`` lies (``step`` itself
+        until squeezed)."""
+        if self.squeezed is None:
+            return float(step)
+        at, cycle_at, end = self.squeezed
+        pace = (self.total_steps - 1 - cycle_at) / max(1, end - 1 - at)
+        return min(float(self.total_steps), cycle_at + (step - at) * pace)
+
+    def squeeze(self, at: int, end: int) -> None:
+        """From step ``at`` on, run the rest of the cycle in the steps up to ``end``: the
+        learning rate at ``at`` is unchanged, and step ``end - 1`` takes the cycle's last."""
+        if not 0 <= at < end:
+            raise ValueError(f"cannot squeeze the cycle from step {at} into an end at {end}")
+        self.squeezed = (at, self.cycle_step(at), end)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        if self.squeezed is None:
+            return super().get_lr()
+        step = self.last_epoch
+        self.last_epoch = self.cycle_step(step)  # type: ignore[assignment]
+        try:
+            return super().get_lr()
+        finally:
+            self.last_epoch = step
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> OneCycle:
     """One-cycle learning rate, stepped every batch: from ``lr / 25`` up to ``lr`` over the first
     ``warmup`` fraction of ``steps`` (cosine), then down (cosine) to ``lr / 25e4``."""
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps,
-                                               pct_start=cfg.warmup)
+    return OneCycle(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=cfg.warmup)
 
 
 def lr_curve(cfg: TrainConfig) -> list[float]:
@@ -70,15 +109,19 @@ class TrainState:
     best_cer: float = math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    #: wall-clock seconds spent in training steps so far (validation and checkpoints not
+    #: counted), across resumes: what a budget is checked against
+    seconds: float = 0.0
 
     def payload(self) -> dict[str, Any]:
         """The checkpoint entries that hold this state."""
         return {"step": self.step, "best_cer": self.best_cer, "history": self.history,
-                "skipped_batches": self.skipped}
+                "skipped_batches": self.skipped, "train_seconds": self.seconds}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> TrainState:
-        return cls(ckpt["step"], ckpt["best_cer"], ckpt["history"], ckpt["skipped_batches"])
+        return cls(ckpt["step"], ckpt["best_cer"], ckpt["history"], ckpt["skipped_batches"],
+                   float(ckpt.get("train_seconds", 0.0)))
 
 
 class Session:
@@ -179,12 +222,13 @@ class Session:
         loss = ctc_loss(logits, batch.targets, batch.target_lengths, batch.frames)
         d = self.dist
         frame_targets = batch.frame_targets
-        if d.enabled and self.state.step < self.cfg.guided_steps:
+        cycle = self.scheduler.cycle_step(self.state.step)  # the guidance fades on the cycle
+        if d.enabled and cycle < self.cfg.guided_steps:
             # the guided term only where every rank's share has the renderer's alignment (one
             # process drops it for a batch without one): the ranks must call alike collectives
             have = all_sum(torch.tensor([float(frame_targets is not None)]), d)
             frame_targets = frame_targets if int(have.item()) == d.world else None
-        total = loss + guided_term(logits, frame_targets, self.state.step, self.cfg,
+        total = loss + guided_term(logits, frame_targets, cycle, self.cfg,
                                    (lambda w: all_sum(w, d) / d.world) if d.enabled else None)
         # every rank takes the same decision and logs the loss of the whole batch
         both = all_sum(torch.stack([loss.detach(), total.detach()]), d) / d.world
@@ -213,6 +257,16 @@ class Session:
         self.scheduler.step()
         self.state.step += 1
         return loss.item() if applied else None
+
+    def end_early(self, end: int) -> None:
+        """End the run at step ``end`` instead of ``cfg.steps`` (which becomes ``end``): the
+        rest of the learning-rate cycle, and of the guided start's fade, is squeezed into the
+        steps left (:meth:`OneCycle.squeeze`)."""
+        if not self.state.step < end <= self.cfg.steps:
+            raise ValueError(f"cannot end at step {end}: the run is at step {self.state.step} "
+                             f"of {self.cfg.steps}")
+        self.scheduler.squeeze(self.state.step, end)
+        self.cfg = dataclasses.replace(self.cfg, steps=end)
 
     def _skipped(self, why: str) -> None:
         self.state.skipped += 1

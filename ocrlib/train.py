@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from .budget import PROBE_STEPS, fit_to_budget, resumed_fit, step_seconds
+from .budget import PROBE_STEPS, deadline_steps, fit_to_budget, resumed_fit, step_seconds
 from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
 from .decoding import greedy_decode
@@ -58,6 +58,9 @@ from .session import (  # noqa: F401  (re-exported: notebooks import them from h
 )
 
 log = logging.getLogger(__name__)
+
+#: the clock a budgeted run is checked against (a test may stand in its own)
+_clock = time.perf_counter
 
 
 @torch.no_grad()
@@ -277,14 +280,18 @@ def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir:
 def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_path: Path,
           resume_path: Path, progress: bool, stop_after: int | None) -> None:
     """The training loop of :func:`train`: steps, validation, history and checkpoints (written
-    by rank 0 only; every rank takes part in the collectives)."""
+    by rank 0 only; every rank takes part in the collectives). A budgeted run checks the clock
+    at every resume checkpoint and ends earlier if it is falling behind (:func:`_keep_to_budget`)."""
     from tqdm.auto import tqdm
 
-    state, cfg, main = run.state, run.cfg, run.dist.is_main
+    state, main = run.state, run.dist.is_main
     history_path = best_path.with_name(best_path.stem + "_history.jsonl")
     run.net.train()
-    bar = tqdm(total=cfg.steps, initial=state.step, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=run.cfg.steps, initial=state.step, desc="train", unit="step",
+               disable=not progress)
     running = None
+    since = (state.step, state.seconds)  # where this process took over, for the recent pace
+    mark = _clock()
     for batch in train_loader:
         loss = run.step(batch)
         if loss is not None:
@@ -292,8 +299,14 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
                         cer=f"{state.best_cer:.3f}" if state.best_cer < math.inf else "-")
-        step = state.step
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        step, cfg = state.step, run.cfg
+        validate = step % cfg.eval_every == 0 or step == cfg.steps
+        save = step % cfg.save_every == 0 or step == cfg.steps
+        if validate or save:  # the steps' own time; validation and checkpoints not counted
+            state.seconds += _clock() - mark
+        if save and cfg.budget is not None and step < cfg.steps:
+            _keep_to_budget(run, since, bar)  # a new end is always a later step
+        if validate:
             broadcast_buffers(run.model, run.dist)  # rank 0's running statistics everywhere
             result = evaluate(run.model, val_loader, run.device, run.amp_dtype, run.dist)
             state.history.append({"step": step, "loss": running, "val_cer": result["cer"],
@@ -306,13 +319,39 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
                 state.best_cer = result["cer"]
                 if main:
                     save_checkpoint(best_path, run.checkpoint(for_resume=False))
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if save:
             ckpt = run.checkpoint(for_resume=True)
             if main:
                 save_checkpoint(resume_path, ckpt)
-        if stop_after is not None and step >= stop_after:
+        if validate or save:
+            mark = _clock()
+        if step >= run.cfg.steps or (stop_after is not None and step >= stop_after):
             break
     bar.close()
+
+
+def _keep_to_budget(run: Session, since: tuple[int, float], bar: Any) -> None:
+    """End a budgeted run earlier (:meth:`Session.end_early`) if, at the pace of its steps since
+    ``since`` (the step and the seconds spent when this process took over), the steps left would
+    take it past its budget (:func:`ocrlib.budget.deadline_steps`). Under torchrun the ranks
+    decide on their mean time and pace, so they end alike."""
+    state = run.state
+    spent, pace = state.seconds, (state.seconds - since[1]) / max(1, state.step - since[0])
+    if run.dist.enabled:
+        both = all_sum(torch.tensor([spent, pace], dtype=torch.float64, device=run.device), run.dist)
+        spent, pace = (float(v) / run.dist.world for v in both)
+    if pace <= 0:
+        return
+    end = deadline_steps(run.cfg, state.step, spent, pace)
+    if end < run.cfg.steps:
+        if run.dist.is_main:
+            log.warning("behind the clock: %.0f s spent at step %d, %.3f s a step lately; the "
+                        "run now ends at step %d instead of %d to keep its budget of %.0f s "
+                        "(the rest of the schedule is squeezed)", spent, state.step, pace, end,
+                        run.cfg.steps, run.cfg.budget)
+        run.end_early(end)
+        bar.total = end
+        bar.refresh()
 
 
 def train_profile(prof: Profile, train_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],

@@ -1,12 +1,13 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from ocrlib import train as T
-from ocrlib.budget import fit_to_budget, step_seconds
+from ocrlib.budget import deadline_steps, fit_to_budget, step_seconds
 from ocrlib.checkpoint import read_checkpoint
-from ocrlib.session import Session
+from ocrlib.session import OneCycle, Session, build_scheduler
 from ocrlib.synth import generate_splits
 from ocrlib.train import TrainConfig, loaders, profiles, train
 
@@ -117,3 +118,91 @@ def test_resuming_a_budgeted_run_that_never_started_says_what_is_missing(data, t
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint at"):
         train(prof.model, prof.train, data / "train", data / "val", tmp_path / "best_m.pth",
               progress=False, resume=True)
+
+
+def test_a_run_behind_the_clock_ends_earlier_and_one_on_time_does_not():
+    cfg = TrainConfig(steps=8000, save_every=250, budget=1200.0)
+    # on time: 1,000 s spent at step 7,000 of 8,000 at 0.15 s a step is 1,150 s in all
+    assert deadline_steps(cfg, 7000, 1000.0, 0.15) == 8000
+    # within the slack (5 %): 1,250 s projected
+    assert deadline_steps(cfg, 5000, 770.0, 0.16) == 8000
+    # behind: 800 s at step 4,000, 0.19 s a step -> 1,560 s; 400 s left buy 2,105 steps -> 2,000
+    assert deadline_steps(cfg, 4000, 800.0, 0.19) == 6000
+    # already past the budget: one more save's worth to anneal in
+    assert deadline_steps(cfg, 7500, 1300.0, 0.2) == 7750
+    assert deadline_steps(TrainConfig(steps=100), 10, 1e9, 1.0) == 100  # no budget, no end
+    assert deadline_steps(cfg, 8000, 1e9, 1.0) == 8000  # already at the end
+    with pytest.raises(ValueError, match="seconds_per_step"):
+        deadline_steps(cfg, 100, 10.0, 0.0)
+
+
+def _lrs(sched, n):
+    out = []
+    for _ in range(n):
+        out.append((sched.get_last_lr()[0], sched.optimizer.param_groups[0]["betas"][0]))
+        sched.optimizer.step()
+        sched.step()
+    return out
+
+
+def _adamw():
+    return torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-3)
+
+
+def test_the_one_cycle_is_torchs_until_squeezed_and_then_anneals_fully_in_the_steps_left():
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup=0.1)
+    ours = build_scheduler(_adamw(), cfg)
+    ref = torch.optim.lr_scheduler.OneCycleLR(_adamw(), max_lr=1e-3, total_steps=100,
+                                              pct_start=0.1)
+    assert isinstance(ours, OneCycle) and _lrs(ours, 100) == _lrs(ref, 100)
+    plain = _lrs(build_scheduler(_adamw(), cfg), 100)
+    sched = build_scheduler(_adamw(), cfg)
+    before = _lrs(sched, 40)
+    sched.squeeze(40, 70)  # the last 60 steps' cycle in 30
+    after = _lrs(sched, 30)
+    assert before == plain[:40]
+    assert after[0] == pytest.approx(plain[40], rel=1e-9)  # no jump where it was squeezed
+    lrs = [lr for lr, _ in after]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # annealing all the way down...
+    assert lrs[-1] == pytest.approx(plain[-1][0], rel=1e-6)  # ...to where the full cycle ends
+    assert after[-1][1] == pytest.approx(plain[-1][1])  # and the momentum cycles with it
+    # the squeeze is part of the state: a scheduler built for the new end and loaded from it
+    # goes on alike (as a resumed run does)
+    state = sched.state_dict()
+    resumed = build_scheduler(_adamw(), TrainConfig(steps=70, lr=1e-3, warmup=0.1))
+    resumed.load_state_dict(state)
+    assert resumed.squeezed == (40, 40.0, 70) and resumed.total_steps == 100
+    with pytest.raises(ValueError, match="cannot squeeze"):
+        sched.squeeze(70, 70)
+
+
+def test_a_budgeted_run_that_falls_behind_ends_early_annealed_and_resumes_alike(
+        data, tmp_path, monkeypatch):
+    # the probe says 0.1 s a step: a 6 s budget fits 60 steps. The clock then says every
+    # 3 steps take 1 s (a third of a second a step): at step 3 the run is 1 s in and the 57
+    # steps left would take 19 s, so it ends at step 18 (15 more steps for the 5 s left)
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.1)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks)))
+    prof = _micro(steps=6, guided_steps=6, budget=6.0)
+    res = train(prof.model, prof.train, data / "train", data / "val",
+                tmp_path / "a" / "best_m.pth", progress=False)
+    assert res.step == 18 and res.history[-1]["step"] == 18
+    last = read_checkpoint(res.last)
+    assert last["train"]["steps"] == 18 and last["train_seconds"] == 6.0
+    assert last["scheduler"]["squeezed"] == (3, 3.0, 18)
+    # its learning rate ended where a full 60-step cycle ends
+    plain = build_scheduler(_adamw(), dataclasses.replace(prof.train, steps=60))
+    _lrs(plain, 60)
+    assert res.history[-1]["lr"] == pytest.approx(plain.get_last_lr()[0], rel=1e-6)
+    # killed after the squeeze and resumed: it keeps the squeezed schedule and ends alike
+    ticks2 = iter(range(10**6))
+    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks2)))
+    train(prof.model, prof.train, data / "train", data / "val", tmp_path / "b" / "best_m.pth",
+          progress=False, stop_after=9)
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: pytest.fail("timed again on resume"))
+    resumed = train(prof.model, prof.train, data / "train", data / "val",
+                    tmp_path / "b" / "best_m.pth", progress=False, resume=True)
+    assert resumed.step == 18
+    a, b = last["model"], read_checkpoint(resumed.last)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
