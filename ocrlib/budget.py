@@ -9,12 +9,12 @@ that fill the budget (:func:`fit_to_budget`). The schedule keeps its shape: the 
 fraction of the run already, and the alignment-guided start is scaled with it. Under
 ``torchrun`` every rank times its steps and all fit to their mean, so they agree. A resumed run
 takes its number of steps from its checkpoint (:func:`resumed_fit`), so it ends where the
-interrupted one would.
+interrupted one would have (unless the clock ends it earlier, below).
 
 The probe is only as good as the machine's speed staying what it saw: one run here was timed
 at 0.137 s a step and then took 0.19 s a step for thousands of steps. So the training loop
-checks the clock at every resume checkpoint (:func:`deadline_steps`): when the steps left
-would take the run past its budget, it ends earlier, and the rest of the learning-rate cycle
+checks the clock at every resume checkpoint (:func:`deadline_steps`, at the pace of the steps
+since the last check): when the steps left would take the run past its budget, it ends earlier, and the rest of the learning-rate cycle
 and of the guided start's fade are squeezed into the steps left
 (:meth:`ocrlib.session.OneCycle.squeeze`). The budget is a ceiling: a run never trains longer
 than it was fitted to.
@@ -45,7 +45,8 @@ PROBE_WARMUP = 4
 #: Steps :func:`step_seconds` takes by default: :data:`PROBE_WARMUP` untimed, the rest timed.
 PROBE_STEPS = 36
 #: How far past its budget a run's projected end may go before :func:`deadline_steps` ends it
-#: earlier: the probe's own error is about a tenth, so a run that keeps its speed is not cut.
+#: earlier. The probe's own error is about a tenth, so this also brings back a run whose probe
+#: was optimistic; what it spares is the few seconds of noise between checks.
 SLACK = 0.05
 
 
@@ -99,14 +100,15 @@ def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEP
 
 
 def resumed_fit(cfg: TrainConfig, resume_path: Path) -> TrainConfig:
-    """``cfg`` with the steps and guided steps the interrupted run at ``resume_path`` fitted
-    to its budget (unchanged without a budget, or when the checkpoint does not say)."""
+    """``cfg`` with the steps and guided steps the interrupted run at ``resume_path`` had: as
+    fitted to its budget, or the earlier end the clock set (:func:`deadline_steps`). Unchanged
+    without a budget, or when the checkpoint does not say."""
     if cfg.budget is None or not resume_path.is_file():  # the resume itself says it is missing
         return cfg
     saved = read_checkpoint(resume_path).get("train", {})
     if "steps" not in saved:
         return cfg
-    log.info("resuming a budgeted run: %d steps, as fitted when it started", saved["steps"])
+    log.info("resuming a budgeted run: %d steps, as it planned when it stopped", saved["steps"])
     return dataclasses.replace(cfg, steps=int(saved["steps"]),
                                guided_steps=int(saved.get("guided_steps", cfg.guided_steps)))
 

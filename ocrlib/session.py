@@ -67,7 +67,8 @@ class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
 
     def squeeze(self, at: int, end: int) -> None:
         """From step ``at`` on, run the rest of the cycle in the steps up to ``end``: the
-        learning rate at ``at`` is unchanged, and step ``end - 1`` takes the cycle's last."""
+        learning rate at ``at`` is unchanged, and step ``end - 1`` takes the cycle's last
+        (for ``end > at + 1``; with ``end == at + 1`` the run simply stops after ``at``)."""
         if not 0 <= at < end:
             raise ValueError(f"cannot squeeze the cycle from step {at} into an end at {end}")
         self.squeezed = (at, self.cycle_step(at), end)
@@ -186,6 +187,9 @@ class Session:
         self.scaler.load_state_dict(ckpt["scaler"])
         self._set_rng(ckpt, path)
         self.state = TrainState.from_checkpoint(ckpt)
+        if "train_seconds" not in ckpt and self.cfg.budget is not None:
+            # written before the clock was kept: assume the run kept the pace it was fitted to
+            self.state.seconds = self.state.step * self.cfg.budget / self.cfg.steps
         log.info("resuming %s at step %d of %d", path, self.state.step, self.cfg.steps)
 
     def _set_rng(self, ckpt: dict[str, Any], path: Path) -> None:

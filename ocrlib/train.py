@@ -9,7 +9,8 @@ own overflow steps are its business and are not counted.
 Resuming is exact: the batches are a pure function of ``(seed, step)``
 (:class:`ocrlib.sampler.StepSampler`), and the resume checkpoint carries the model, optimizer,
 scheduler, grad-scaler and RNG states and the :class:`TrainState`, so an interrupted run
-resumed with ``--resume`` ends where an uninterrupted one does.
+resumed with ``--resume`` ends where an uninterrupted one does (a budgeted run: as long as
+the clock sets the same end, :mod:`ocrlib.budget`).
 
 Launched by ``torchrun``, the same :func:`train` runs on every process with
 DistributedDataParallel (:mod:`ocrlib.distributed`): each rank reads its share of the same
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from .budget import PROBE_STEPS, deadline_steps, fit_to_budget, resumed_fit, step_seconds
+from .budget import PROBE_STEPS, PROBE_WARMUP, deadline_steps, fit_to_budget, resumed_fit, step_seconds
 from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
 from .decoding import greedy_decode
@@ -290,22 +291,29 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     bar = tqdm(total=run.cfg.steps, initial=state.step, desc="train", unit="step",
                disable=not progress)
     running = None
-    since = (state.step, state.seconds)  # where this process took over, for the recent pace
+    # the budget's pace is measured from the last check on, and not over this process's
+    # first few steps (start-up, new shapes), as the probe does not time them either
+    warm_until, window = state.step + PROBE_WARMUP, None
     mark = _clock()
     for batch in train_loader:
         loss = run.step(batch)
+        now = _clock()
+        state.seconds += now - mark  # the steps' own time: validation and checkpoints not counted
+        mark = now
         if loss is not None:
             running = loss if running is None else 0.9 * running + 0.1 * loss
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
                         cer=f"{state.best_cer:.3f}" if state.best_cer < math.inf else "-")
         step, cfg = state.step, run.cfg
+        if step == warm_until:
+            window = (step, state.seconds)
         validate = step % cfg.eval_every == 0 or step == cfg.steps
         save = step % cfg.save_every == 0 or step == cfg.steps
-        if validate or save:  # the steps' own time; validation and checkpoints not counted
-            state.seconds += _clock() - mark
-        if save and cfg.budget is not None and step < cfg.steps:
-            _keep_to_budget(run, since, bar)  # a new end is always a later step
+        if save and cfg.budget is not None and step < cfg.steps and window is not None:
+            if step > window[0]:
+                _keep_to_budget(run, window, bar)  # a new end is always a later step
+                window = (step, state.seconds)
         if validate:
             broadcast_buffers(run.model, run.dist)  # rank 0's running statistics everywhere
             result = evaluate(run.model, val_loader, run.device, run.amp_dtype, run.dist)
@@ -330,17 +338,18 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     bar.close()
 
 
-def _keep_to_budget(run: Session, since: tuple[int, float], bar: Any) -> None:
+def _keep_to_budget(run: Session, window: tuple[int, float], bar: Any) -> None:
     """End a budgeted run earlier (:meth:`Session.end_early`) if, at the pace of its steps since
-    ``since`` (the step and the seconds spent when this process took over), the steps left would
-    take it past its budget (:func:`ocrlib.budget.deadline_steps`). Under torchrun the ranks
-    decide on their mean time and pace, so they end alike."""
+    ``window`` (the step and the seconds spent at the last check), the steps left would take it
+    past its budget (:func:`ocrlib.budget.deadline_steps`), and redraw the progress ``bar`` for
+    the new end. Under torchrun the ranks decide on their mean time and pace, so they end
+    alike."""
     state = run.state
-    spent, pace = state.seconds, (state.seconds - since[1]) / max(1, state.step - since[0])
+    spent, pace = state.seconds, (state.seconds - window[1]) / (state.step - window[0])
     if run.dist.enabled:
         both = all_sum(torch.tensor([spent, pace], dtype=torch.float64, device=run.device), run.dist)
         spent, pace = (float(v) / run.dist.world for v in both)
-    if pace <= 0:
+    if not pace > 0:
         return
     end = deadline_steps(run.cfg, state.step, spent, pace)
     if end < run.cfg.steps:
@@ -350,8 +359,9 @@ def _keep_to_budget(run: Session, since: tuple[int, float], bar: Any) -> None:
                         "(the rest of the schedule is squeezed)", spent, state.step, pace, end,
                         run.cfg.steps, run.cfg.budget)
         run.end_early(end)
-        bar.total = end
-        bar.refresh()
+        n = bar.n
+        bar.reset(total=end)  # a notebook's bar redraws its length only this way
+        bar.update(n)
 
 
 def train_profile(prof: Profile, train_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],

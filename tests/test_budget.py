@@ -65,6 +65,8 @@ def test_a_budgeted_run_trains_what_fits_as_a_plain_run_would_and_resumes(data, 
     timed = []
     # the probe takes its real steps, but says each took 0.5 s: a 6 s budget fits 12 steps
     monkeypatch.setattr(T, "step_seconds", lambda s, b: (timed.append(real(s, b)), 0.5)[1])
+    ticks = iter(range(10**6))  # and the steps keep to it: no earlier end
+    monkeypatch.setattr(T, "_clock", lambda: 0.01 * next(ticks))
     budgeted = _micro(steps=6, guided_steps=6, budget=6.0)
     res = train(budgeted.model, budgeted.train, data / "train", data / "val",
                 tmp_path / "a" / "best_m.pth", progress=False)
@@ -161,7 +163,9 @@ def test_the_one_cycle_is_torchs_until_squeezed_and_then_anneals_fully_in_the_st
     sched.squeeze(40, 70)  # the last 60 steps' cycle in 30
     after = _lrs(sched, 30)
     assert before == plain[:40]
-    assert after[0] == pytest.approx(plain[40], rel=1e-9)  # no jump where it was squeezed
+    assert after[0] == pytest.approx(plain[40], rel=1e-9)  # no jump where it was squeezed:
+    # the next step is 59/29 of a step further on the cycle, at 42.03
+    assert plain[42][0] > after[1][0] > plain[43][0]
     lrs = [lr for lr, _ in after]
     assert all(a > b for a, b in zip(lrs, lrs[1:]))  # annealing all the way down...
     assert lrs[-1] == pytest.approx(plain[-1][0], rel=1e-6)  # ...to where the full cycle ends
@@ -178,31 +182,49 @@ def test_the_one_cycle_is_torchs_until_squeezed_and_then_anneals_fully_in_the_st
 
 def test_a_budgeted_run_that_falls_behind_ends_early_annealed_and_resumes_alike(
         data, tmp_path, monkeypatch):
-    # the probe says 0.1 s a step: a 6 s budget fits 60 steps. The clock then says every
-    # 3 steps take 1 s (a third of a second a step): at step 3 the run is 1 s in and the 57
-    # steps left would take 19 s, so it ends at step 18 (15 more steps for the 5 s left)
+    # the probe says 0.1 s a step: a 6 s budget fits 60 steps. The clock then says every step
+    # takes 0.25 s. At the first check after the untimed first 4 steps (step 6), 1.5 s are
+    # spent and the 54 steps left would take 13.5 s: the 4.5 s left buy 18 more, so the run
+    # ends at step 24
     monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.1)
     ticks = iter(range(10**6))
-    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(T, "_clock", lambda: 0.25 * next(ticks))
     prof = _micro(steps=6, guided_steps=6, budget=6.0)
     res = train(prof.model, prof.train, data / "train", data / "val",
                 tmp_path / "a" / "best_m.pth", progress=False)
-    assert res.step == 18 and res.history[-1]["step"] == 18
+    assert res.step == 24 and res.history[-1]["step"] == 24
     last = read_checkpoint(res.last)
-    assert last["train"]["steps"] == 18 and last["train_seconds"] == 6.0
-    assert last["scheduler"]["squeezed"] == (3, 3.0, 18)
+    assert last["train"]["steps"] == 24 and last["train_seconds"] == 6.0
+    assert last["scheduler"]["squeezed"] == (6, 6.0, 24)
     # its learning rate ended where a full 60-step cycle ends
     plain = build_scheduler(_adamw(), dataclasses.replace(prof.train, steps=60))
     _lrs(plain, 60)
     assert res.history[-1]["lr"] == pytest.approx(plain.get_last_lr()[0], rel=1e-6)
-    # killed after the squeeze and resumed: it keeps the squeezed schedule and ends alike
+    # killed after the squeeze and resumed: it keeps the squeezed schedule and the seconds
+    # spent, and ends alike
     ticks2 = iter(range(10**6))
-    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks2)))
-    train(prof.model, prof.train, data / "train", data / "val", tmp_path / "b" / "best_m.pth",
-          progress=False, stop_after=9)
+    monkeypatch.setattr(T, "_clock", lambda: 0.25 * next(ticks2))
+    part = train(prof.model, prof.train, data / "train", data / "val",
+                 tmp_path / "b" / "best_m.pth", progress=False, stop_after=9)
+    assert read_checkpoint(part.last)["train_seconds"] == 2.25
     monkeypatch.setattr(T, "step_seconds", lambda s, b: pytest.fail("timed again on resume"))
     resumed = train(prof.model, prof.train, data / "train", data / "val",
                     tmp_path / "b" / "best_m.pth", progress=False, resume=True)
-    assert resumed.step == 18
-    a, b = last["model"], read_checkpoint(resumed.last)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.step == 24
+    again = read_checkpoint(resumed.last)
+    assert again["train_seconds"] == 6.0
+    assert all(torch.equal(last["model"][k], again["model"][k]) for k in last["model"])
+
+
+def test_a_resume_checkpoint_from_before_the_clock_was_kept_assumes_the_fitted_pace(tmp_path):
+    from ocrlib.checkpoint import save_checkpoint
+
+    prof = _micro(steps=60, budget=6.0)
+    run = Session(prof.model, prof.train)
+    run.state.step = 15
+    old = run.checkpoint(for_resume=True)
+    assert old.pop("train_seconds") == 0.0
+    save_checkpoint(tmp_path / "last.pth", old)
+    again = Session(prof.model, prof.train)
+    again.resume(tmp_path / "last.pth")
+    assert again.state.step == 15 and again.state.seconds == pytest.approx(1.5)  # 15 x 6 s / 60

@@ -174,4 +174,6 @@ def test_ranks_fit_the_same_number_of_steps_to_a_time_budget(data, tmp_path):
     # others' gradients after they had finished, and the job would fail instead
     assert len(fitted) == 2 and fitted[0] == fitted[1], proc.stderr[-3000:]
     ckpt = read_checkpoint(last_path(out))
-    assert ckpt["step"] == ckpt["train"]["steps"] == int(fitted[0])
+    # (the steps may end earlier than fitted, where the clock says so: alike on every rank,
+    # or the job would have failed)
+    assert ckpt["step"] == ckpt["train"]["steps"] <= int(fitted[0])
