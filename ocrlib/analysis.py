@@ -199,12 +199,15 @@ def analyse(recognizer: Any, folder: str | os.PathLike[str], limit: int | None =
     """Read a labelled folder with ``recognizer`` (an :class:`ocrlib.inference.Recognizer`;
     with ``decoder="beam"`` and ``top_n > 1`` the table gets beam's alternative readings)
     and return its :func:`error_table`, with ``read_crop``: the margin of the crop to the
-    ink rows each reading came from (:mod:`ocrlib.recrop`), NaN for the line as given, and
-    ``flipped``: whether it was read with the other polarity (``flip_unsure``)."""
+    ink rows each reading came from (:mod:`ocrlib.recrop`), NaN for the line as given,
+    ``read_stretch``: the width factor it came from (``stretch``), NaN for the line at its own
+    width, and ``flipped``: whether it was read with the other polarity (``flip_unsure``)."""
     r = recognizer.evaluate(folder, limit=limit)
     table = error_table(r["references"], r["predictions"], r["paths"], r["confidences"],
                         r["alternatives"], folder=folder)
     table["read_crop"] = pd.array([float("nan") if m is None else m for m in r["recrops"]],
                                   dtype="float64")
+    table["read_stretch"] = pd.array([float("nan") if f is None else f
+                                      for f in r["stretches"]], dtype="float64")
     table["flipped"] = r["flipped"]
     return table

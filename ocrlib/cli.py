@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .recrop import DEFAULT_RECROP, MAX_RECROP
+from .recrop import DEFAULT_RECROP, DEFAULT_STRETCH, MAX_RECROP, STRETCH_RANGE
 
 log = logging.getLogger("ocrlib")
 
@@ -27,6 +27,21 @@ def _recrop_arg(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"margins are fractions of the ink's height in 0..{MAX_RECROP:g}, got {text!r}")
     return margins
+
+
+def _stretch_arg(text: str) -> tuple[float, ...]:
+    """``--stretch``: ``none`` or comma-separated width factors in :data:`STRETCH_RANGE`."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        factors = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected factors like 0.8,1.25 or none, got {text!r}") from None
+    lo, hi = STRETCH_RANGE
+    if any(not lo <= f <= hi for f in factors):
+        raise argparse.ArgumentTypeError(f"width factors lie in {lo:g}..{hi:g}, got {text!r}")
+    return factors
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -191,7 +206,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
                                      beam_width=args.beam_width, recrop=args.recrop,
-                                     flip_unsure=args.flip_unsure)
+                                     flip_unsure=args.flip_unsure, stretch=args.stretch)
     r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad)
     for why in r["skipped"]:
         print(f"ocrlib eval: skipped {why}", file=sys.stderr)
@@ -222,7 +237,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
                                      beam_width=args.beam_width, recrop=args.recrop,
-                                     flip_unsure=args.flip_unsure)
+                                     flip_unsure=args.flip_unsure, stretch=args.stretch)
     paths = expand_paths(args.paths)
     results, failures = infer_paths(rec, paths, args.batch_size)
     for path, d in results:
@@ -319,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(fractions of the ink's height) and keep the most confident "
                             "reading; 'none' reads each line once, as given "
                             f"(default {','.join(map(str, DEFAULT_RECROP))})")
+        e.add_argument("--stretch", type=_stretch_arg, default=DEFAULT_STRETCH, metavar="F[,F...]",
+                       help="also read each line as given this many times as wide and keep the "
+                            "most confident reading; 'none' reads it at its own width only "
+                            f"(default {','.join(map(str, DEFAULT_STRETCH))})")
         e.add_argument("--flip-unsure", action=argparse.BooleanOptionalAction, default=True,
                        help="also read lines whose ink polarity is unsure (mostly on "
                             "photographs) with the other polarity, keeping the more confident "

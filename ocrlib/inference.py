@@ -24,7 +24,9 @@ from .data import (
 from .decoding import Decoded, decode
 from .metrics import scores
 from .model import MambaOCR
-from .recrop import DEFAULT_RECROP, MAX_RECROP, crop_rows
+from .recrop import (
+    DEFAULT_RECROP, DEFAULT_STRETCH, MAX_RECROP, STRETCH_RANGE, crop_rows, stretch_width,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class Recognizer:
             (:func:`ocrlib.recrop.crop_rows`) read beside each line as given; the reading
             the model gives the highest confidence wins. ``()`` reads each line once, as
             given. Lines already cut close to their text are read once whatever this says.
+        stretch: factors by which each line as given is also read wider or narrower
+            (:func:`ocrlib.recrop.stretch_width`; not its crops); the surest reading wins.
+            ``()`` reads it at its own width only.
         flip_unsure: also read the lines whose ink polarity was guessed rather than read
             (:func:`ocrlib.data.unsure_polarity`: mostly lines on photographs) with the other
             polarity, keeping the more confident reading; each crop too. Other lines are
@@ -62,12 +67,16 @@ class Recognizer:
     max_width: int | None = None
     recrop: tuple[float, ...] = DEFAULT_RECROP
     flip_unsure: bool = True
+    stretch: tuple[float, ...] = DEFAULT_STRETCH
 
     def __post_init__(self) -> None:
-        self.recrop = tuple(self.recrop)
+        self.recrop, self.stretch = tuple(self.recrop), tuple(self.stretch)
         if any(not 0 <= p <= MAX_RECROP for p in self.recrop):
             raise ValueError(f"recrop margins must lie in 0..{MAX_RECROP:g} (fractions of the "
                              f"ink's height), got {self.recrop}")
+        lo, hi = STRETCH_RANGE
+        if any(not lo <= f <= hi for f in self.stretch):
+            raise ValueError(f"stretch factors must lie in {lo:g}..{hi:g}, got {self.stretch}")
         if self.decoder not in ("greedy", "beam"):
             raise ValueError(f"decoder must be greedy or beam, got {self.decoder!r}")
         if self.beam_width < 1:
@@ -128,16 +137,16 @@ class Recognizer:
         return self.read_batch(self.prepare(images))[0]
 
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
-        """Read PIL images (any mode): each as given and at each :attr:`recrop` crop that
-        changes it (and, where its polarity is unsure, each of those with the other polarity:
-        :attr:`flip_unsure`), keeping the most confident reading."""
+        """Read PIL images (any mode): each as given, at each :attr:`stretch` of it and at each
+        :attr:`recrop` crop that changes it (and, where its polarity is unsure, each of those
+        with the other polarity: :attr:`flip_unsure`), keeping the most confident reading."""
         rgb = [as_rgb(im) for im in images]
         best = self._read_once(rgb) if rgb else []
+        variants = [(k, stretch_width(im, f)) for f in self.stretch for k, im in enumerate(rgb)]
         for pad in self.recrop:
-            crops = [(k, c) for k, im in enumerate(rgb) if (c := crop_rows(im, pad)) is not None]
-            if not crops:
-                continue
-            for (k, _), d in zip(crops, self._read_once([c for _, c in crops])):
+            variants += [(k, c) for k, im in enumerate(rgb) if (c := crop_rows(im, pad)) is not None]
+        if variants:
+            for (k, _), d in zip(variants, self._read_once([v for _, v in variants])):
                 if d.confidence > best[k].confidence:
                     best[k] = d
         return best
@@ -150,7 +159,8 @@ class Recognizer:
         ``images_per_s`` (loading, model and decoding), ``unknown_labels`` and the
         per-sample ``references``, ``predictions``, ``confidences``, ``alternatives``,
         ``paths``, ``recrops`` (the :attr:`recrop` margin each reading came from, None
-        for the line as given) and ``flipped`` (whether it was read with the other
+        for the line as given), ``stretches`` (the :attr:`stretch` factor it came from, None
+        for the line at its own width) and ``flipped`` (whether it was read with the other
         polarity, :attr:`flip_unsure`). Labels with characters the model cannot produce are kept as
         they are (they count as errors) and a warning says how many there were. Bad samples (empty
         labels, missing or unreadable images) raise one error naming them all, or with
@@ -168,14 +178,18 @@ class Recognizer:
         batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
         decoded, flipped = self._read_dataset(ds, batches)
         chosen: dict[int, float | None] = dict.fromkeys(decoded)
+        stretched: dict[int, float | None] = dict.fromkeys(decoded)
         ds.crop_only = True  # each crop pass reads only the lines its crop changes
         readable = [b for b in ([i for i in b if i in decoded] for b in batches) if b]
-        for pad in self.recrop:
-            ds.crop = partial(crop_rows, pad=pad)
+        passes = [(partial(stretch_width, factor=f), None, f) for f in self.stretch]
+        passes += [(partial(crop_rows, pad=pad), pad, None) for pad in self.recrop]
+        for crop, pad, factor in passes:
+            ds.crop = crop
             crops, crop_flipped = self._read_dataset(ds, readable)
             for i, d in crops.items():
                 if d.confidence > decoded[i].confidence:
-                    decoded[i], chosen[i], flipped[i] = d, pad, crop_flipped[i]
+                    decoded[i], flipped[i] = d, crop_flipped[i]
+                    chosen[i], stretched[i] = pad, factor
         seconds = time.perf_counter() - t0
         kept = sorted(decoded)
         items = [ds.items[i] for i in kept]
@@ -189,7 +203,8 @@ class Recognizer:
             "confidences": [decoded[i].confidence for i in kept],
             "alternatives": [decoded[i].alternatives for i in kept],
             "paths": [str(it.path) for it in items], "skipped": ds.skipped + unreadable,
-            "recrops": [chosen[i] for i in kept], "flipped": [flipped[i] for i in kept],
+            "recrops": [chosen[i] for i in kept], "stretches": [stretched[i] for i in kept],
+            "flipped": [flipped[i] for i in kept],
         }
 
     def _read_dataset(self, ds: OCRDataset, batches: list[list[int]]

@@ -12,6 +12,12 @@ test set. Reading the line both as given and cut to its ink rows, and keeping th
 the model is surer of (:class:`ocrlib.inference.Recognizer`'s ``recrop``), read every set
 measured better where its lines had room above and below, and lines already cut to their ink
 as before (benchmarks/RESULTS.md, "Reading at several crops").
+
+Widths vary as margins do: a condensed face, tight spacing or a line squeezed by whoever cut
+it gives the network fewer frames per letter than it learned from. :func:`stretch_width`
+makes a line wider or narrower; reading the line as given also at 0.8 and 1.25 times its
+width (``stretch``) and keeping the surest reading read every set measured as well or better
+(benchmarks/RESULTS.md, "Reading at several widths").
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from PIL import Image
 DEFAULT_RECROP: tuple[float, ...] = (0.15, 0.3)
 #: the widest margin a crop may take (a fraction of the ink's height)
 MAX_RECROP = 2.0
+#: the factors by which the line as given is also read wider or narrower
+DEFAULT_STRETCH: tuple[float, ...] = (0.8, 1.25)
+#: the range a stretch factor may take
+STRETCH_RANGE = (0.25, 4.0)
 
 
 def ink_rows(grey: np.ndarray, threshold: float = 0.5, min_contrast: float = 0.1
@@ -75,3 +85,12 @@ def crop_rows(img: Image.Image, pad: float, keep: float = 0.8, min_height: int =
     if bot - top > keep * img.height:
         return None
     return img.crop((0, top, img.width, bot))
+
+
+def stretch_width(img: Image.Image, factor: float) -> Image.Image:
+    """``img`` made ``factor`` times as wide (bicubic), its height kept: the letters get
+    ``factor`` times as many of the network's frames."""
+    lo, hi = STRETCH_RANGE
+    if not lo <= factor <= hi:
+        raise ValueError(f"a stretch factor must lie in {lo:g}..{hi:g}, got {factor}")
+    return img.resize((max(1, round(img.width * factor)), img.height), Image.BICUBIC)

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ocrlib.decoding import Decoded
 from ocrlib.inference import Recognizer
-from ocrlib.recrop import crop_rows, ink_rows
+from ocrlib.recrop import crop_rows, ink_rows, stretch_width
 from ocrlib.synth import generate_splits
 from ocrlib.train import TrainConfig, profiles, train
 
@@ -131,16 +131,61 @@ def test_recrop_margins_are_checked(trained):
     assert proc.returncode == 2 and "--recrop" in proc.stderr and "0.2,abc" in proc.stderr
 
 
-def test_eval_recrop_none_reads_each_line_once(trained):
+def test_eval_recrop_and_stretch_none_read_each_line_once(trained):
     root, ckpt = trained
     args = [sys.executable, "-m", "ocrlib", "eval", "--data", str(root / "data/val"),
             "--checkpoint", str(ckpt), "--json"]
-    once = subprocess.run(args + ["--recrop", "none"], capture_output=True, text=True)
+    once = subprocess.run(args + ["--recrop", "none", "--stretch", "none"], capture_output=True,
+                          text=True)
     default = subprocess.run(args, capture_output=True, text=True)
     assert once.returncode == 0 and default.returncode == 0, once.stderr + default.stderr
-    for out, recrop in ((once, ()), (default, (0.15, 0.3))):
-        r = Recognizer.from_checkpoint(ckpt, recrop=recrop).evaluate(root / "data/val")
+    for out, kw in ((once, {"recrop": (), "stretch": ()}), (default, {})):
+        r = Recognizer.from_checkpoint(ckpt, **kw).evaluate(root / "data/val")
         assert json.loads(out.stdout)["cer"] == pytest.approx(r["cer"])
+
+
+def test_stretching_a_line_changes_its_width_only():
+    img = _text_line(margin=10)
+    wide, narrow = stretch_width(img, 1.25), stretch_width(img, 0.8)
+    assert wide.size == (round(img.width * 1.25), img.height)
+    assert narrow.size == (round(img.width * 0.8), img.height)
+    for bad in (0.1, 5.0):
+        with pytest.raises(ValueError, match="stretch factor"):
+            stretch_width(img, bad)
+
+
+def test_read_keeps_the_most_confident_width(trained, monkeypatch):
+    _, ckpt = trained
+    img = _text_line(margin=0)  # no crop changes it
+    def by_width(self, images):  # a stand-in model that is surer of wider images
+        return [Decoded(str(im.width), im.width / 10_000) for im in images]
+    monkeypatch.setattr(Recognizer, "_read_once", by_width)
+    rec = Recognizer.from_checkpoint(ckpt, stretch=(0.8, 1.25))
+    assert rec.read([img])[0].text == str(round(img.width * 1.25))
+    assert Recognizer.from_checkpoint(ckpt, stretch=()).read([img])[0].text == str(img.width)
+    with pytest.raises(ValueError, match="stretch factors"):
+        Recognizer.from_checkpoint(ckpt, stretch=(0.0,))
+    proc = subprocess.run([sys.executable, "-m", "ocrlib", "eval", "--data", "x", "--checkpoint",
+                           str(ckpt), "--stretch", "1.25,9"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--stretch" in proc.stderr and "1.25,9" in proc.stderr
+
+
+def test_evaluate_at_several_widths_keeps_the_surest_and_says_which(trained):
+    from ocrlib.analysis import analyse
+
+    root, ckpt = trained
+    plain = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=()).evaluate(root / "data/val")
+    rec = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(0.8, 1.25))
+    wider = rec.evaluate(root / "data/val")
+    assert plain["stretches"] == [None] * plain["n"]
+    assert set(wider["stretches"]) <= {None, 0.8, 1.25} and wider["paths"] == plain["paths"]
+    for a, b, f, ha, hb in zip(plain["confidences"], wider["confidences"], wider["stretches"],
+                               plain["predictions"], wider["predictions"]):
+        assert b >= a
+        if f is None:
+            assert hb == ha and b == a
+    table = analyse(rec, root / "data/val")
+    assert [None if np.isnan(f) else f for f in table.read_stretch] == wider["stretches"]
 
 
 def test_the_error_table_says_which_crop_each_reading_came_from(trained):
