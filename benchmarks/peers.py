@@ -39,10 +39,10 @@ from ocrlib.metrics import scores
 Reader = Callable[[Sequence[Path]], list[str]]
 
 
-def ocrlib_reader(checkpoint: str, decoder: str, recrop: tuple[float, ...] | None = None) -> Reader:
-    """ocrlib as ``ocrlib infer`` reads (several crops, :mod:`ocrlib.recrop`), or with
-    ``recrop=()`` each line once, as given."""
-    kw = {} if recrop is None else {"recrop": recrop}
+def ocrlib_reader(checkpoint: str, decoder: str, once: bool = False) -> Reader:
+    """ocrlib as ``ocrlib infer`` reads (several crops and widths, :mod:`ocrlib.recrop`), or
+    with ``once`` each line once, as given."""
+    kw = {"recrop": (), "stretch": ()} if once else {}
     rec = Recognizer.from_checkpoint(checkpoint, decoder=decoder, beam_width=10, **kw)
 
     def read(paths: Sequence[Path]) -> list[str]:
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths, refs = [it.path for it in items], [it.text for it in items]
     rec = Recognizer.from_checkpoint(args.checkpoint)
     readers: dict[str, Reader | str] = {
-        "ocrlib greedy, each line once as given": ocrlib_reader(args.checkpoint, "greedy", ()),
+        "ocrlib greedy, each line once as given": ocrlib_reader(args.checkpoint, "greedy", once=True),
         "ocrlib greedy": ocrlib_reader(args.checkpoint, "greedy"),
         "ocrlib beam-10": ocrlib_reader(args.checkpoint, "beam"),
         "tesseract 5 (psm 7)": tesseract_reader("".join(rec.model.charset.chars)),
