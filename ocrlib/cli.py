@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .recrop import DEFAULT_RECROP, DEFAULT_STRETCH, MAX_RECROP, STRETCH_RANGE
@@ -14,34 +14,28 @@ from .recrop import DEFAULT_RECROP, DEFAULT_STRETCH, MAX_RECROP, STRETCH_RANGE
 log = logging.getLogger("ocrlib")
 
 
-def _recrop_arg(text: str) -> tuple[float, ...]:
-    """``--recrop``: ``none`` or comma-separated margins in 0..:data:`MAX_RECROP`."""
-    if text.strip().lower() in ("none", ""):
-        return ()
-    try:
-        margins = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected margins like 0.15,0.3 or none, got {text!r}") from None
-    if any(not 0 <= m <= MAX_RECROP for m in margins):
-        raise argparse.ArgumentTypeError(
-            f"margins are fractions of the ink's height in 0..{MAX_RECROP:g}, got {text!r}")
-    return margins
+def _numbers_arg(what: str, example: str, lo: float, hi: float
+                 ) -> Callable[[str], tuple[float, ...]]:
+    """An argparse type for ``none`` or comma-separated numbers in ``lo..hi`` (``what`` they
+    are, for the error message)."""
+    def parse(text: str) -> tuple[float, ...]:
+        if text.strip().lower() in ("none", ""):
+            return ()
+        try:
+            values = tuple(float(x) for x in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what} like {example} or none, got {text!r}") from None
+        if any(not lo <= v <= hi for v in values):
+            raise argparse.ArgumentTypeError(f"{what} lie in {lo:g}..{hi:g}, got {text!r}")
+        return values
+    return parse
 
 
-def _stretch_arg(text: str) -> tuple[float, ...]:
-    """``--stretch``: ``none`` or comma-separated width factors in :data:`STRETCH_RANGE`."""
-    if text.strip().lower() in ("none", ""):
-        return ()
-    try:
-        factors = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected factors like 0.8,1.25 or none, got {text!r}") from None
-    lo, hi = STRETCH_RANGE
-    if any(not lo <= f <= hi for f in factors):
-        raise argparse.ArgumentTypeError(f"width factors lie in {lo:g}..{hi:g}, got {text!r}")
-    return factors
+#: ``--recrop``: margins as fractions of the ink's height, in 0..:data:`MAX_RECROP`
+_recrop_arg = _numbers_arg("margins (fractions of the ink's height)", "0.15,0.3", 0.0, MAX_RECROP)
+#: ``--stretch``: width factors in :data:`STRETCH_RANGE`
+_stretch_arg = _numbers_arg("width factors", "0.8,1.25", *STRETCH_RANGE)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
