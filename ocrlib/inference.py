@@ -142,13 +142,14 @@ class Recognizer:
         with the other polarity: :attr:`flip_unsure`), keeping the most confident reading."""
         rgb = [as_rgb(im) for im in images]
         best = self._read_once(rgb) if rgb else []
-        variants = [(k, stretch_width(im, f)) for f in self.stretch for k, im in enumerate(rgb)]
-        for pad in self.recrop:
-            variants += [(k, c) for k, im in enumerate(rgb) if (c := crop_rows(im, pad)) is not None]
-        if variants:
-            for (k, _), d in zip(variants, self._read_once([v for _, v in variants])):
-                if d.confidence > best[k].confidence:
-                    best[k] = d
+        passes = [[(k, stretch_width(im, f)) for k, im in enumerate(rgb)] for f in self.stretch]
+        passes += [[(k, c) for k, im in enumerate(rgb) if (c := crop_rows(im, pad)) is not None]
+                   for pad in self.recrop]
+        for variants in passes:  # one pass at a time: a batch no larger than the images given
+            if variants:
+                for (k, _), d in zip(variants, self._read_once([v for _, v in variants])):
+                    if d.confidence > best[k].confidence:
+                        best[k] = d
         return best
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
