@@ -65,10 +65,7 @@ def fit_to_budget(cfg: TrainConfig, seconds_per_step: float) -> TrainConfig:
         return cfg
     if not cfg.budget > 0:
         raise ValueError(f"the time budget must be a positive number of seconds, got {cfg.budget}")
-    if not (math.isfinite(seconds_per_step) and seconds_per_step > 0):
-        raise ValueError(f"seconds_per_step must be positive and finite, got {seconds_per_step}")
-    unit = max(1, cfg.save_every)
-    steps = max(unit, int(cfg.budget / seconds_per_step) // unit * unit)
+    steps = _whole_saves(cfg.budget, seconds_per_step, cfg)
     guided = min(steps, round(cfg.guided_steps * steps / cfg.steps))
     return dataclasses.replace(cfg, steps=steps, guided_steps=guided)
 
@@ -128,10 +125,20 @@ def deadline_steps(cfg: TrainConfig, step: int, spent: float, seconds_per_step: 
     """
     if cfg.budget is None or step >= cfg.steps:
         return cfg.steps
-    if not (math.isfinite(seconds_per_step) and seconds_per_step > 0):
-        raise ValueError(f"seconds_per_step must be positive and finite, got {seconds_per_step}")
+    _check_step_time(seconds_per_step)
     if spent + (cfg.steps - step) * seconds_per_step <= cfg.budget * (1 + slack):
         return cfg.steps
+    return min(cfg.steps, step + _whole_saves(cfg.budget - spent, seconds_per_step, cfg))
+
+
+def _check_step_time(seconds_per_step: float) -> None:
+    if not (math.isfinite(seconds_per_step) and seconds_per_step > 0):
+        raise ValueError(f"seconds_per_step must be positive and finite, got {seconds_per_step}")
+
+
+def _whole_saves(seconds: float, seconds_per_step: float, cfg: TrainConfig) -> int:
+    """The steps that fit in ``seconds`` (none if negative) at ``seconds_per_step``, rounded
+    down to whole ``cfg.save_every``, and at least one ``save_every``."""
+    _check_step_time(seconds_per_step)
     unit = max(1, cfg.save_every)
-    more = int(max(0.0, cfg.budget - spent) / seconds_per_step) // unit * unit
-    return min(cfg.steps, step + max(unit, more))
+    return max(unit, int(max(0.0, seconds) / seconds_per_step) // unit * unit)
