@@ -175,6 +175,11 @@ def all_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
     return y
 
 
+def all_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The mean of ``x`` over the ranks (``x / 1`` when alone). Not differentiable."""
+    return all_sum(x, d) / d.world
+
+
 def broadcast_buffers(model: nn.Module, d: Dist) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics), e.g. before validating:
     with ``OCRLIB_SYNC_BN=0`` each rank's drift apart during a step."""

@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import CheckpointMismatchError, built_config, config_differences, read_checkpoint
 from .data import Batch
-from .distributed import Dist, all_sum, check_batch, gather, wrap
+from .distributed import Dist, all_mean, all_sum, check_batch, gather, wrap
 from .losses import ctc_loss, guided_term
 from .model import MambaOCR, ModelConfig
 from .precision import autocast, numerics, resolve_amp, resolve_device
@@ -233,9 +233,9 @@ class Session:
             have = all_sum(torch.tensor([float(frame_targets is not None)]), d)
             frame_targets = frame_targets if int(have.item()) == d.world else None
         total = loss + guided_term(logits, frame_targets, cycle, self.cfg,
-                                   (lambda w: all_sum(w, d) / d.world) if d.enabled else None)
+                                   (lambda w: all_mean(w, d)) if d.enabled else None)
         # every rank takes the same decision and logs the loss of the whole batch
-        both = all_sum(torch.stack([loss.detach(), total.detach()]), d) / d.world
+        both = all_mean(torch.stack([loss.detach(), total.detach()]), d)
         loss = both[0] if d.enabled else loss
         self.optimizer.zero_grad(set_to_none=True)
         applied = False

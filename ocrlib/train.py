@@ -37,12 +37,14 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from .budget import PROBE_STEPS, PROBE_WARMUP, deadline_steps, fit_to_budget, resumed_fit, step_seconds
+from .budget import (
+    PROBE_STEPS, PROBE_WARMUP, deadline_steps, fit_to_budget, resumed_fit, step_seconds,
+)
 from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
 from .decoding import greedy_decode
 from .distributed import (
-    Dist, Keyed, ShardSampler, all_sum, broadcast_buffers, describe_failure, gather, setup,
+    Dist, Keyed, ShardSampler, all_mean, broadcast_buffers, describe_failure, gather, setup,
     shard_collate, shard_list, teardown,
 )
 from .folder import read_manifest
@@ -271,7 +273,7 @@ def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir:
     seconds = step_seconds(probe, batches)
     del probe, batches
     if d.enabled:  # every rank must fit the same number of steps: their mean step time
-        seconds = float(all_sum(torch.tensor([seconds], device=device), d)[0]) / d.world
+        seconds = float(all_mean(torch.tensor([seconds], dtype=torch.float64, device=device), d)[0])
     fitted = fit_to_budget(cfg, seconds)
     log.info("%.3f s a step here: %d steps fit in the budget of %.0f s (guided for %d)",
              seconds, fitted.steps, cfg.budget, fitted.guided_steps)
@@ -282,7 +284,8 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
           resume_path: Path, progress: bool, stop_after: int | None) -> None:
     """The training loop of :func:`train`: steps, validation, history and checkpoints (written
     by rank 0 only; every rank takes part in the collectives). A budgeted run checks the clock
-    at every resume checkpoint and ends earlier if it is falling behind (:func:`_keep_to_budget`)."""
+    at every resume checkpoint and ends earlier if it is falling behind
+    (:func:`_keep_to_budget`)."""
     from tqdm.auto import tqdm
 
     state, main = run.state, run.dist.is_main
@@ -310,10 +313,9 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
             window = (step, state.seconds)
         validate = step % cfg.eval_every == 0 or step == cfg.steps
         save = step % cfg.save_every == 0 or step == cfg.steps
-        if save and cfg.budget is not None and step < cfg.steps and window is not None:
-            if step > window[0]:
-                _keep_to_budget(run, window, bar)  # a new end is always a later step
-                window = (step, state.seconds)
+        if save and cfg.budget is not None and step < cfg.steps and window and step > window[0]:
+            _keep_to_budget(run, window, bar)  # a new end is always a later step
+            window = (step, state.seconds)
         if validate:
             broadcast_buffers(run.model, run.dist)  # rank 0's running statistics everywhere
             result = evaluate(run.model, val_loader, run.device, run.amp_dtype, run.dist)
@@ -347,8 +349,8 @@ def _keep_to_budget(run: Session, window: tuple[int, float], bar: Any) -> None:
     state = run.state
     spent, pace = state.seconds, (state.seconds - window[1]) / (state.step - window[0])
     if run.dist.enabled:
-        both = all_sum(torch.tensor([spent, pace], dtype=torch.float64, device=run.device), run.dist)
-        spent, pace = (float(v) / run.dist.world for v in both)
+        both = torch.tensor([spent, pace], dtype=torch.float64, device=run.device)
+        spent, pace = all_mean(both, run.dist).tolist()
     if not pace > 0:
         return
     end = deadline_steps(run.cfg, state.step, spent, pace)
