@@ -40,7 +40,7 @@ def worker(data: Path, warmup: int, steps: int) -> None:
     prof = profile_with("laptop", steps=warmup + steps)
     d, device = setup(resolve_device("cpu"))
     run = Session(prof.model, prof.train, d, device)
-    train_loader, _ = loaders(prof.model, prof.train, data / "train", data / "val", 0, d=d)
+    train_loader, _, _ = loaders(prof.model, prof.train, data / "train", data / "val", 0, d=d)
     run.net.train()
     t0 = 0.0
     for k, batch in enumerate(train_loader):

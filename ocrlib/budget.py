@@ -16,8 +16,10 @@ at 0.137 s a step and then took 0.19 s a step for thousands of steps. So the tra
 checks the clock at every resume checkpoint (:func:`deadline_steps`, at the pace of the steps
 since the last check): when the steps left would take the run past its budget, it ends
 earlier, and the rest of the learning-rate cycle and of the guided start's fade are squeezed
-into the steps left (:meth:`ocrlib.session.OneCycle.squeeze`). The budget is a ceiling: a run
-never trains longer than it was fitted to.
+into the steps left (:meth:`ocrlib.session.OneCycle.squeeze`). A probe can be pessimistic too
+(one here timed 0.206 s a step, and the steps then took 0.184 s): a run that would end more
+than 5 % short of its budget is lengthened the same way, by at most half
+(:data:`MAX_STRETCH`), so the budget is spent, not left over.
 """
 
 from __future__ import annotations
@@ -27,10 +29,8 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .checkpoint import read_checkpoint
 from .profiles import TrainConfig
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger(__name__)
+
+#: the longest a budgeted run may be lengthened to, as a multiple of the steps it was fitted to
+#: (its sampler is built for that many steps)
+MAX_STRETCH = 1.5
 
 
 #: Untimed steps :func:`step_seconds` takes first (new shapes, caches).
@@ -96,29 +100,29 @@ def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEP
     return (time.perf_counter() - start) / n
 
 
-def resumed_fit(cfg: TrainConfig, resume_path: Path) -> TrainConfig:
-    """``cfg`` with the steps and guided steps the interrupted run at ``resume_path`` had: as
-    fitted to its budget, or the earlier end the clock set (:func:`deadline_steps`). Unchanged
-    without a budget, or when the checkpoint does not say."""
-    if cfg.budget is None or not resume_path.is_file():  # the resume itself says it is missing
+def resumed_fit(cfg: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
+    """``cfg`` with the steps and guided steps of the interrupted run whose resume checkpoint
+    is ``saved``: as fitted to its budget, or the earlier end the clock set
+    (:func:`deadline_steps`). Unchanged without a budget, or when the checkpoint does not say."""
+    train = saved.get("train", {})
+    if cfg.budget is None or "steps" not in train:
         return cfg
-    saved = read_checkpoint(resume_path).get("train", {})
-    if "steps" not in saved:
-        return cfg
-    log.info("resuming a budgeted run: %d steps, as it planned when it stopped", saved["steps"])
-    return dataclasses.replace(cfg, steps=int(saved["steps"]),
-                               guided_steps=int(saved.get("guided_steps", cfg.guided_steps)))
+    log.info("resuming a budgeted run: %d steps, as it planned when it stopped", train["steps"])
+    return dataclasses.replace(cfg, steps=int(train["steps"]),
+                               guided_steps=int(train.get("guided_steps", cfg.guided_steps)))
 
 
 def deadline_steps(cfg: TrainConfig, step: int, spent: float, seconds_per_step: float,
-                   slack: float = SLACK) -> int:
+                   slack: float = SLACK, limit: int | None = None) -> int:
     """The step a budgeted run should end at, seen from ``step`` after ``spent`` seconds of
     training steps that lately took ``seconds_per_step`` each.
 
-    ``cfg.steps`` while the steps left fit in ``cfg.budget`` (up to ``slack`` over it); else as
-    many more steps as the budget has seconds left, rounded down to whole ``save_every``, and
-    at least one ``save_every`` more, so the squeezed end of the schedule still has steps to
-    run. Never later than ``cfg.steps``, and ``cfg.steps`` for a run without a budget.
+    ``cfg.steps`` while the steps left end the run within ``slack`` of ``cfg.budget`` (5 %
+    either way). Past that, as many more steps as the budget has seconds left, rounded down
+    to whole ``save_every``: earlier, but at least one ``save_every`` more, so the squeezed end
+    of the schedule still has steps to run; or later, up to ``limit`` (the steps the run has
+    batches for; None: never later), when the machine turned out faster than the probe said.
+    ``cfg.steps`` for a run without a budget or already at its end.
 
     Raises:
         ValueError: for a step time that is not a positive finite number.
@@ -126,9 +130,13 @@ def deadline_steps(cfg: TrainConfig, step: int, spent: float, seconds_per_step: 
     if cfg.budget is None or step >= cfg.steps:
         return cfg.steps
     _check_step_time(seconds_per_step)
-    if spent + (cfg.steps - step) * seconds_per_step <= cfg.budget * (1 + slack):
-        return cfg.steps
-    return min(cfg.steps, step + _whole_saves(cfg.budget - spent, seconds_per_step, cfg))
+    projected = spent + (cfg.steps - step) * seconds_per_step
+    fits = step + _whole_saves(cfg.budget - spent, seconds_per_step, cfg)
+    if projected > cfg.budget * (1 + slack):
+        return min(cfg.steps, fits)
+    if projected < cfg.budget * (1 - slack) and limit is not None:
+        return max(cfg.steps, min(limit, fits))
+    return cfg.steps
 
 
 def _check_step_time(seconds_per_step: float) -> None:

@@ -23,6 +23,7 @@ from .losses import ctc_loss, guided_term
 from .model import MambaOCR, ModelConfig
 from .precision import autocast, numerics, resolve_amp, resolve_device
 from .profiles import TrainConfig
+from .sources import Sources
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
 
 class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
     """:class:`torch.optim.lr_scheduler.OneCycleLR`, whose rest can be squeezed into fewer
-    steps (:meth:`squeeze`): a budgeted run that falls behind the clock ends early and still
-    anneals all the way (:func:`ocrlib.budget.deadline_steps`). Until squeezed, it is
-    OneCycleLR exactly; the squeeze is part of its ``state_dict``, so a resumed run keeps it.
+    steps or stretched over more (:meth:`squeeze`): a budgeted run that falls behind the clock
+    ends early and still anneals all the way, and one ahead of it goes on longer
+    (:func:`ocrlib.budget.deadline_steps`). Until squeezed, it is OneCycleLR exactly; the
+    squeeze is part of its ``state_dict``, so a resumed run keeps it.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, **kwargs: Any) -> None:
@@ -62,13 +64,16 @@ class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
         if self.squeezed is None:
             return float(step)
         at, cycle_at, end = self.squeezed
+        if step >= end:  # past the run's last step, where an unsqueezed cycle stands at its end
+            return float(self.total_steps)
         pace = (self.total_steps - 1 - cycle_at) / max(1, end - 1 - at)
         return min(float(self.total_steps), cycle_at + (step - at) * pace)
 
     def squeeze(self, at: int, end: int) -> None:
-        """From step ``at`` on, run the rest of the cycle in the steps up to ``end``: the
-        learning rate at ``at`` is unchanged, and step ``end - 1`` takes the cycle's last
-        (for ``end > at + 1``; with ``end == at + 1`` the run simply stops after ``at``)."""
+        """From step ``at`` on, run the rest of the cycle in the steps up to ``end`` (fewer or
+        more than it had): the learning rate at ``at`` is unchanged, and step ``end - 1`` takes
+        the cycle's last (for ``end > at + 1``; with ``end == at + 1`` the run simply stops
+        after ``at``)."""
         if not 0 <= at < end:
             raise ValueError(f"cannot squeeze the cycle from step {at} into an end at {end}")
         self.squeezed = (at, self.cycle_step(at), end)
@@ -125,6 +130,13 @@ class TrainState:
                    float(ckpt.get("train_seconds", 0.0)))
 
 
+def read_resume(path: Path) -> dict[str, Any]:
+    """The resume checkpoint at ``path``, or an error that says there is none."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path} to resume from")
+    return read_checkpoint(path)
+
+
 class Session:
     """A model with its optimizer, schedule, grad scaler and :class:`TrainState`: what one
     training run changes, and what its checkpoints hold."""
@@ -151,6 +163,9 @@ class Session:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()
+        #: what the batches are drawn from (:func:`ocrlib.train.loaders`), for the resume
+        #: checkpoint; None until the training data is known
+        self.sources: Sources | None = None
 
     def checkpoint(self, for_resume: bool) -> dict[str, Any]:
         """The model and what it is; with ``for_resume``, everything to continue training."""
@@ -166,15 +181,17 @@ class Session:
             rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()), "cuda": cuda}
             out.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                        scaler=self.scaler.state_dict(), rng=rng)
+            if self.sources is not None:
+                out["data"] = self.sources.to_dict()
             if self.dist.enabled:
                 out["rng_ranks"] = gather(rng, self.dist)
         return out
 
-    def resume(self, path: Path) -> None:
-        """Continue the run saved at ``path`` (refused if made for another configuration)."""
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path} to resume from")
-        ckpt = read_checkpoint(path)
+    def resume(self, path: Path, ckpt: dict[str, Any] | None = None) -> None:
+        """Continue the run saved at ``path`` (refused if made for another configuration);
+        ``ckpt``: its contents, where already read (:func:`read_resume`)."""
+        if ckpt is None:
+            ckpt = read_resume(path)
         diffs = (config_differences(ckpt["config"], self.config)
                  + config_differences({"budget": None, **ckpt.get("train", {})},
                                       asdict(self.cfg)))
@@ -262,11 +279,11 @@ class Session:
         self.state.step += 1
         return loss.item() if applied else None
 
-    def end_early(self, end: int) -> None:
-        """End the run at step ``end`` instead of ``cfg.steps`` (which becomes ``end``): the
-        rest of the learning-rate cycle, and of the guided start's fade, is squeezed into the
-        steps left (:meth:`OneCycle.squeeze`)."""
-        if not self.state.step < end <= self.cfg.steps:
+    def reschedule(self, end: int) -> None:
+        """End the run at step ``end`` instead of ``cfg.steps`` (which becomes ``end``), earlier
+        or later: the rest of the learning-rate cycle, and of the guided start's fade, is
+        squeezed or stretched into the steps left (:meth:`OneCycle.squeeze`)."""
+        if not self.state.step < end:
             raise ValueError(f"cannot end at step {end}: the run is at step {self.state.step} "
                              f"of {self.cfg.steps}")
         self.scheduler.squeeze(self.state.step, end)

@@ -38,7 +38,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from .budget import (
-    PROBE_STEPS, PROBE_WARMUP, deadline_steps, fit_to_budget, resumed_fit, step_seconds,
+    MAX_STRETCH, PROBE_STEPS, PROBE_WARMUP, deadline_steps, fit_to_budget, resumed_fit,
+    step_seconds,
 )
 from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
@@ -47,7 +48,6 @@ from .distributed import (
     Dist, Keyed, ShardSampler, all_mean, broadcast_buffers, describe_failure, gather, setup,
     shard_collate, shard_list, teardown,
 )
-from .folder import read_manifest
 from .io import atomic_write_text
 from .metrics import cer as corpus_cer
 from .model import MambaOCR, ModelConfig
@@ -56,8 +56,9 @@ from .precision import (  # noqa: F401  (re-exported: older scripts import them 
 )
 from .profiles import Profile, TrainConfig, profile_with, profiles  # noqa: F401  (re-exported)
 from .sampler import MixSampler, StepSampler
+from .sources import Sources, as_sources, check_disjoint, check_resumed  # noqa: F401
 from .session import (  # noqa: F401  (re-exported: notebooks import them from here)
-    Session, TrainState, build_optimizer, build_scheduler, lr_curve,
+    Session, TrainState, build_optimizer, build_scheduler, lr_curve, read_resume,
 )
 
 log = logging.getLogger(__name__)
@@ -97,28 +98,13 @@ def last_path(best: Path) -> Path:
                           else best.stem + "_last" + best.suffix)
 
 
-def check_disjoint(train_dir: Path, val_dir: Path) -> None:
-    """Refuse a validation set that is the training set or was drawn from its random stream."""
-    if train_dir.resolve() == val_dir.resolve():
-        raise ValueError(f"the validation folder is the training folder ({train_dir})")
-    a, b = read_manifest(train_dir), read_manifest(val_dir)
-    if a and b and (a["seed"], a["stream"]) == (b["seed"], b["stream"]):
-        raise ValueError(f"{val_dir} and {train_dir} were generated from the same seed and split: "
-                         "the validation set would repeat training samples")
-
-
-def as_sources(train_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """One training source or several, as a list of paths."""
-    if isinstance(train_dir, (str, os.PathLike)):
-        return [Path(train_dir)]
-    return [Path(t) for t in train_dir]
-
-
 def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence[Path],
             val_dir: Path, start: int, skip_bad: bool = False, d: Dist = Dist(),
-            mix: Sequence[float] | None = None) -> tuple[DataLoader, DataLoader]:
-    """The training batches from step ``start`` on, and the validation batches (by width);
-    distributed, this rank's share of each (:class:`ocrlib.distributed.ShardSampler`).
+            mix: Sequence[float] | None = None, total: int | None = None,
+            ) -> tuple[DataLoader, DataLoader, Sources]:
+    """The training batches from step ``start`` to ``total`` (default ``cfg.steps``), the
+    validation batches (by width), and what the training batches are drawn from; distributed,
+    this rank's share of each batch (:class:`ocrlib.distributed.ShardSampler`).
 
     ``train_dir`` may be several sources (folders or LMDBs), mixed in every chunk of batches in
     the proportions ``mix`` (default: their sizes) by :class:`ocrlib.sampler.MixSampler`.
@@ -133,15 +119,15 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
     val_set = dataset(val_dir, cfg.val_limit or None)
     train_set: Any = sets[0] if len(sets) == 1 else ConcatDataset(sets)
     bucketed = [w for s in sets for w in s.widths()] if cfg.bucket else None
+    sizes = [len(s) for s in sets]
     sampler: Any
     if len(sets) == 1 and mix is None:
-        sampler = StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, cfg.steps,
+        sampler = StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, total or cfg.steps,
                               bucketed, cfg.bucket or 1)
     else:
-        sizes = [len(s) for s in sets]
         ratios = list(mix) if mix is not None else [float(n) for n in sizes]
-        sampler = MixSampler(sizes, ratios, cfg.batch_size, cfg.seed, start, cfg.steps, bucketed,
-                             cfg.bucket or 1)
+        sampler = MixSampler(sizes, ratios, cfg.batch_size, cfg.seed, start, total or cfg.steps,
+                             bucketed, cfg.bucket or 1)
         if d.is_main:
             for src, n, r in zip(sources, sizes, ratios):
                 log.info("mixing %s: %.0f%% of every batch, %d lines (%.1f passes over the run)",
@@ -159,7 +145,7 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
     val_batches = shard_list([order[k:k + 64] for k in range(0, len(order), 64)], d)
     val_loader = DataLoader(val_set, batch_sampler=val_batches, collate_fn=ctc_collate,
                             num_workers=cfg.workers)
-    return train_loader, val_loader
+    return train_loader, val_loader, Sources.of(sources, sizes, mix)
 
 
 @dataclass
@@ -222,21 +208,25 @@ def train(
         best_path.parent.mkdir(parents=True, exist_ok=True)
     finished = False
     try:
-        train_cfg = _fit(model_cfg, train_cfg, sources, val_dir, resume_path, resume, skip_bad,
-                         d, device, mix)
+        saved = read_resume(resume_path) if resume else None
+        train_cfg = _fit(model_cfg, train_cfg, sources, val_dir, saved, skip_bad, d, device, mix)
         run = Session(model_cfg, train_cfg, d, device)
-        if resume:
-            run.resume(resume_path)
+        if saved is not None:
+            run.resume(resume_path, saved)
         else:
             if init_from is not None:
                 run.load_weights(init_from)
             if resume_path.exists() and d.is_main:
                 log.info("starting afresh: %s will be replaced (resume=True continues it)",
                          resume_path)
-        train_loader, val_loader = loaders(model_cfg, train_cfg, sources, val_dir,
-                                           run.state.step, skip_bad, d, mix)
+        # a budgeted run may be lengthened (ocrlib.budget.MAX_STRETCH): batches for that many
+        limit = int(train_cfg.steps * MAX_STRETCH) if train_cfg.budget else train_cfg.steps
+        train_loader, val_loader, run.sources = loaders(model_cfg, train_cfg, sources, val_dir,
+                                                        run.state.step, skip_bad, d, mix, limit)
+        if saved is not None:
+            check_resumed(saved.get("data"), run.sources, resume_path)
         _loop(run, train_loader, val_loader, best_path, resume_path, progress and d.is_main,
-              stop_after)
+              stop_after, limit)
         finished = True
     except Exception as err:
         if d.enabled:
@@ -258,18 +248,19 @@ def train(
 
 
 def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir: Path,
-         resume_path: Path, resume: bool, skip_bad: bool, d: Dist, device: torch.device,
+         saved: dict[str, Any] | None, skip_bad: bool, d: Dist, device: torch.device,
          mix: Sequence[float] | None) -> TrainConfig:
     """``cfg`` with as many steps as fit its ``budget`` (:mod:`ocrlib.budget`): timed on a
-    throwaway run for a fresh start, read from the checkpoint for a resumed one."""
+    throwaway run for a fresh start, read from the resume checkpoint ``saved`` for a resumed
+    one."""
     if cfg.budget is None:
         return cfg
-    if resume:
-        return resumed_fit(cfg, resume_path)
+    if saved is not None:
+        return resumed_fit(cfg, saved)
     probe_cfg = dataclasses.replace(cfg, steps=max(cfg.steps, PROBE_STEPS))  # enough batches
     probe = Session(model_cfg, probe_cfg, d, device)
     probe.net.train()
-    batches, _ = loaders(model_cfg, probe_cfg, sources, val_dir, 0, skip_bad, d, mix)
+    batches, _, _ = loaders(model_cfg, probe_cfg, sources, val_dir, 0, skip_bad, d, mix)
     seconds = step_seconds(probe, batches)
     del probe, batches
     if d.enabled:  # every rank must fit the same number of steps: their mean step time
@@ -281,11 +272,11 @@ def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir:
 
 
 def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_path: Path,
-          resume_path: Path, progress: bool, stop_after: int | None) -> None:
+          resume_path: Path, progress: bool, stop_after: int | None, limit: int) -> None:
     """The training loop of :func:`train`: steps, validation, history and checkpoints (written
     by rank 0 only; every rank takes part in the collectives). A budgeted run checks the clock
-    at every resume checkpoint and ends earlier if it is falling behind
-    (:func:`_keep_to_budget`)."""
+    at every resume checkpoint and ends earlier if it is falling behind, or later (up to step
+    ``limit``, as far as ``train_loader`` has batches) if it is ahead (:func:`_keep_to_budget`)."""
     from tqdm.auto import tqdm
 
     state, main = run.state, run.dist.is_main
@@ -314,7 +305,7 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
         validate = step % cfg.eval_every == 0 or step == cfg.steps
         save = step % cfg.save_every == 0 or step == cfg.steps
         if save and cfg.budget is not None and step < cfg.steps and window and step > window[0]:
-            _keep_to_budget(run, window, bar)  # a new end is always a later step
+            _keep_to_budget(run, window, bar, limit)  # a new end is always a later step
             window = (step, state.seconds)
         if validate:
             broadcast_buffers(run.model, run.dist)  # rank 0's running statistics everywhere
@@ -340,12 +331,12 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     bar.close()
 
 
-def _keep_to_budget(run: Session, window: tuple[int, float], bar: Any) -> None:
-    """End a budgeted run earlier (:meth:`Session.end_early`) if, at the pace of its steps since
-    ``window`` (the step and the seconds spent at the last check), the steps left would take it
-    past its budget (:func:`ocrlib.budget.deadline_steps`), and redraw the progress ``bar`` for
-    the new end. Under torchrun the ranks decide on their mean time and pace, so they end
-    alike."""
+def _keep_to_budget(run: Session, window: tuple[int, float], bar: Any, limit: int) -> None:
+    """End a budgeted run earlier or later (:meth:`Session.reschedule`, at most at step
+    ``limit``) if, at the pace of its steps since ``window`` (the step and the seconds spent at
+    the last check), the steps left would take it past its budget or leave part of it unused
+    (:func:`ocrlib.budget.deadline_steps`), and redraw the progress ``bar`` for the new end.
+    Under torchrun the ranks decide on their mean time and pace, so they end alike."""
     state = run.state
     spent, pace = state.seconds, (state.seconds - window[1]) / (state.step - window[0])
     if run.dist.enabled:
@@ -353,17 +344,20 @@ def _keep_to_budget(run: Session, window: tuple[int, float], bar: Any) -> None:
         spent, pace = all_mean(both, run.dist).tolist()
     if not pace > 0:
         return
-    end = deadline_steps(run.cfg, state.step, spent, pace)
-    if end < run.cfg.steps:
-        if run.dist.is_main:
-            log.warning("behind the clock: %.0f s spent at step %d, %.3f s a step lately; the "
-                        "run now ends at step %d instead of %d to keep its budget of %.0f s "
-                        "(the rest of the schedule is squeezed)", spent, state.step, pace, end,
-                        run.cfg.steps, run.cfg.budget)
-        run.end_early(end)
-        n = bar.n
-        bar.reset(total=end)  # a notebook's bar redraws its length only this way
-        bar.update(n)
+    end = deadline_steps(run.cfg, state.step, spent, pace, limit=limit)
+    if end == run.cfg.steps:
+        return
+    if run.dist.is_main:
+        log.warning("%s the clock: %.0f s spent at step %d, %.3f s a step lately; the run now "
+                    "ends at step %d instead of %d to %s its budget of %.0f s (the rest of the "
+                    "schedule is %s)", "behind" if end < run.cfg.steps else "ahead of", spent,
+                    state.step, pace, end, run.cfg.steps,
+                    "keep to" if end < run.cfg.steps else "fill", run.cfg.budget,
+                    "squeezed" if end < run.cfg.steps else "stretched")
+    run.reschedule(end)
+    n = bar.n
+    bar.reset(total=end)  # a notebook's bar redraws its length only this way
+    bar.update(n)
 
 
 def train_profile(prof: Profile, train_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],

@@ -51,7 +51,7 @@ def test_timing_steps_takes_real_steps_and_says_when_batches_run_out(data):
     prof = _micro(steps=40)
     run = Session(prof.model, prof.train)
     before = [p.detach().clone() for p in run.params]
-    batches, _ = loaders(prof.model, prof.train, data / "train", data / "val", 0)
+    batches, _, _ = loaders(prof.model, prof.train, data / "train", data / "val", 0)
     seconds = step_seconds(run, batches, n=3, warmup=1)
     assert 0 < seconds < 10 and run.state.step == 4
     assert any(not torch.equal(a, b) for a, b in zip(before, run.params))
@@ -65,8 +65,8 @@ def test_a_budgeted_run_trains_what_fits_as_a_plain_run_would_and_resumes(data, 
     timed = []
     # the probe takes its real steps, but says each took 0.5 s: a 6 s budget fits 12 steps
     monkeypatch.setattr(T, "step_seconds", lambda s, b: (timed.append(real(s, b)), 0.5)[1])
-    ticks = iter(range(10**6))  # and the steps keep to it: no earlier end
-    monkeypatch.setattr(T, "_clock", lambda: 0.01 * next(ticks))
+    ticks = iter(range(10**6))  # and the steps keep to it: no earlier or later end
+    monkeypatch.setattr(T, "_clock", lambda: 0.5 * next(ticks))
     budgeted = _micro(steps=6, guided_steps=6, budget=6.0)
     res = train(budgeted.model, budgeted.train, data / "train", data / "val",
                 tmp_path / "a" / "best_m.pth", progress=False)
@@ -122,7 +122,7 @@ def test_resuming_a_budgeted_run_that_never_started_says_what_is_missing(data, t
               progress=False, resume=True)
 
 
-def test_a_run_behind_the_clock_ends_earlier_and_one_on_time_does_not():
+def test_a_run_behind_the_clock_ends_earlier_one_ahead_later_and_one_on_time_alike():
     cfg = TrainConfig(steps=8000, save_every=250, budget=1200.0)
     # on time: 1,000 s spent at step 7,000 of 8,000 at 0.15 s a step is 1,150 s in all
     assert deadline_steps(cfg, 7000, 1000.0, 0.15) == 8000
@@ -134,6 +134,13 @@ def test_a_run_behind_the_clock_ends_earlier_and_one_on_time_does_not():
     assert deadline_steps(cfg, 7500, 1300.0, 0.2) == 7750
     assert deadline_steps(TrainConfig(steps=100), 10, 1e9, 1.0) == 100  # no budget, no end
     assert deadline_steps(cfg, 8000, 1e9, 1.0) == 8000  # already at the end
+    # ahead: 240 s at step 2,000, 0.12 s a step -> 960 s; the 960 s left buy 8,000 more steps,
+    # as far as the run has batches (limit), and never later without a limit
+    assert deadline_steps(cfg, 2000, 240.0, 0.12, limit=12000) == 10000
+    assert deadline_steps(cfg, 2000, 240.0, 0.12, limit=9000) == 9000
+    assert deadline_steps(cfg, 2000, 240.0, 0.12) == 8000
+    # within the slack below (1,150 s projected, at least 1,140): unchanged
+    assert deadline_steps(cfg, 7000, 1000.0, 0.15, limit=12000) == 8000
     with pytest.raises(ValueError, match="seconds_per_step"):
         deadline_steps(cfg, 100, 10.0, 0.0)
 
@@ -228,3 +235,26 @@ def test_a_resume_checkpoint_from_before_the_clock_was_kept_assumes_the_fitted_p
     again = Session(prof.model, prof.train)
     again.resume(tmp_path / "last.pth")
     assert again.state.step == 15 and again.state.seconds == pytest.approx(1.5)  # 15 x 6 s / 60
+
+
+def test_a_budgeted_run_ahead_of_the_clock_is_lengthened_up_to_its_limit(data, tmp_path,
+                                                                          monkeypatch, caplog):
+    # the probe says 0.25 s a step: a 6 s budget fits 24 steps, and the run has batches for
+    # 36 (MAX_STRETCH). The clock then says 0.1 s a step: at step 6, 0.6 s spent, the 18
+    # steps left would end it at 2.4 s; the 5.4 s left buy 54 more steps, so it is lengthened
+    # to its limit, step 36, and the rest of its cycle stretched over them
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.25)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(T, "_clock", lambda: 0.1 * next(ticks))
+    prof = _micro(steps=6, guided_steps=6, budget=6.0)
+    with caplog.at_level("WARNING", logger="ocrlib"):
+        res = train(prof.model, prof.train, data / "train", data / "val",
+                    tmp_path / "best_m.pth", progress=False)
+    assert "ahead of the clock" in caplog.text and "ends at step 36 instead of 24" in caplog.text
+    assert res.step == 36 and res.history[-1]["step"] == 36
+    last = read_checkpoint(res.last)
+    assert last["train"]["steps"] == 36 and last["train_seconds"] == pytest.approx(3.6)
+    assert last["scheduler"]["squeezed"] == (6, 6.0, 36)
+    plain = build_scheduler(_adamw(), dataclasses.replace(prof.train, steps=24))
+    _lrs(plain, 24)  # it still ends annealed, where the 24-step cycle ends
+    assert res.history[-1]["lr"] == pytest.approx(plain.get_last_lr()[0], rel=1e-6)

@@ -1,13 +1,16 @@
 """Training from several sources at once, mixed by ratio (``ocrlib.sampler.MixSampler``)."""
 
 import logging
+import re
+import shutil
 from collections import Counter
 
 import pytest
 
 from ddp_worker import micro
-from ocrlib.checkpoint import read_checkpoint
+from ocrlib.checkpoint import CheckpointMismatchError, read_checkpoint
 from ocrlib.sampler import MixSampler, split_counts
+from ocrlib.sources import Sources
 from ocrlib.synth import generate_splits
 from ocrlib.train import train
 
@@ -81,3 +84,33 @@ def test_training_mixes_two_sources_and_says_how(tmp_path, caplog):
                     tmp_path / "best_m.pth", progress=False, mix=[0.75, 0.25])
     assert res.step == 3 and read_checkpoint(res.last)["step"] == 3
     assert f"mixing {sources[1]}: 25% of every batch, 8 lines" in caplog.text
+
+
+def test_a_run_resumes_only_on_the_sources_and_shares_it_was_trained_on(tmp_path, caplog):
+    prof = micro(steps=6)
+    generate_splits(tmp_path / "a", {"train": 24, "val": 8}, seed=0, cfg=prof.synth, workers=1,
+                    progress=False)
+    generate_splits(tmp_path / "b", {"train": 8}, seed=1, cfg=prof.synth, workers=1, progress=False)
+    a, b, val, out = tmp_path / "a" / "train", tmp_path / "b" / "train", tmp_path / "a" / "val", \
+        tmp_path / "run" / "best_m.pth"
+
+    def run(sources, mix, **kw):
+        return train(prof.model, prof.train, sources, val, out, progress=False, mix=mix, **kw)
+
+    part = run([a, b], [0.75, 0.25], stop_after=3)
+    saved = read_checkpoint(part.last)
+    assert Sources.from_dict(saved["data"]) == Sources((a.as_posix(), b.as_posix()), (24, 8),
+                                                       (0.75, 0.25))
+    before = part.last.read_bytes()
+    resume_with = f"--train {a.as_posix()} {b.as_posix()} --mix 0.75 0.25"
+    for sources, mix in [([a], None), ([a, b], [0.5, 0.5]), ([b, a], [0.25, 0.75]), ([a, a], None)]:
+        with pytest.raises(CheckpointMismatchError, match="Resume with `" + re.escape(resume_with)):
+            run(sources, mix, resume=True)
+    assert part.last.read_bytes() == before  # a refused resume leaves the checkpoint alone
+
+    moved = tmp_path / "moved"
+    shutil.copytree(b, moved)
+    with caplog.at_level(logging.WARNING, logger="ocrlib"):
+        res = run([a, moved], [0.75, 0.25], resume=True)
+    assert res.step == 6
+    assert f"which it was trained on as {a.as_posix()} + {b.as_posix()}" in caplog.text
