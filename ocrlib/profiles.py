@@ -56,8 +56,9 @@ class TrainConfig:
             a few steps of a throwaway copy of itself, then trains for as many steps as fit
             (:mod:`ocrlib.budget`; validation and checkpoints are not counted), with
             ``guided_steps`` scaled to match: the same recipe fills the time on a fast machine
-            and keeps to it on a slow one. If the machine then slows down, the run ends
-            earlier, its schedule squeezed into the steps left (a ceiling, never extended).
+            and keeps to it on a slow one. If the machine then turns out slower or faster than
+            timed, the run ends earlier or later (by at most half), its schedule squeezed or
+            stretched into the steps left, so that it ends within 5 % of its budget.
         workers: DataLoader worker processes (0: load in the training process).
         seed: seeds the initialisation, the data order and dropout.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
