@@ -17,8 +17,9 @@ checks the clock at every resume checkpoint (:func:`deadline_steps`, at the pace
 since the last check): when the steps left would take the run past its budget, it ends
 earlier, and the rest of the learning-rate cycle and of the guided start's fade are squeezed
 into the steps left (:meth:`ocrlib.session.OneCycle.squeeze`). A probe can be pessimistic too
-(one here timed 0.206 s a step, and the steps then took 0.184 s): a run that would end more
-than 5 % short of its budget is lengthened the same way, by at most half
+(one here timed 0.206 s a step, and the steps then took 0.184 s): past a quarter of the run
+(:data:`LENGTHEN_AFTER`), one that would end more than 5 % short of its budget at the slower
+of its recent and its overall pace is lengthened the same way, by at most half
 (:data:`MAX_STRETCH`), so the budget is spent, not left over.
 """
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 #: the longest a budgeted run may be lengthened to, as a multiple of the steps it was fitted to
 #: (its sampler is built for that many steps)
 MAX_STRETCH = 1.5
+#: a run is lengthened only once this share of it has run (its pace measured over that much)
+LENGTHEN_AFTER = 0.25
 
 
 #: Untimed steps :func:`step_seconds` takes first (new shapes, caches).
@@ -118,10 +121,11 @@ def deadline_steps(cfg: TrainConfig, step: int, spent: float, seconds_per_step: 
     training steps that lately took ``seconds_per_step`` each.
 
     ``cfg.steps`` while the steps left end the run within ``slack`` of ``cfg.budget`` (5 %
-    either way). Past that, as many more steps as the budget has seconds left, rounded down
-    to whole ``save_every``: earlier, but at least one ``save_every`` more, so the squeezed end
-    of the schedule still has steps to run; or later, up to ``limit`` (the steps the run has
-    batches for; None: never later), when the machine turned out faster than the probe said.
+    either way). Past it, as many more steps as the budget has seconds left, rounded down to
+    whole ``save_every``: earlier, but at least one ``save_every`` more, so the squeezed end
+    of the schedule still has steps to run; or later (filling the budget less the slack), up
+    to ``limit`` (the steps the run has batches for; None: never later), when the machine
+    turned out faster than the probe said.
     ``cfg.steps`` for a run without a budget or already at its end.
 
     Raises:
@@ -131,10 +135,11 @@ def deadline_steps(cfg: TrainConfig, step: int, spent: float, seconds_per_step: 
         return cfg.steps
     _check_step_time(seconds_per_step)
     projected = spent + (cfg.steps - step) * seconds_per_step
-    fits = step + _whole_saves(cfg.budget - spent, seconds_per_step, cfg)
     if projected > cfg.budget * (1 + slack):
-        return min(cfg.steps, fits)
+        return min(cfg.steps, step + _whole_saves(cfg.budget - spent, seconds_per_step, cfg))
     if projected < cfg.budget * (1 - slack) and limit is not None:
+        # to the slack's lower edge, not the budget: a pace 5 % slower later leaves it inside
+        fits = step + _whole_saves(cfg.budget * (1 - slack) - spent, seconds_per_step, cfg)
         return max(cfg.steps, min(limit, fits))
     return cfg.steps
 

@@ -38,8 +38,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from .budget import (
-    MAX_STRETCH, PROBE_STEPS, PROBE_WARMUP, deadline_steps, fit_to_budget, resumed_fit,
-    step_seconds,
+    LENGTHEN_AFTER, MAX_STRETCH, PROBE_STEPS, PROBE_WARMUP, deadline_steps, fit_to_budget,
+    resumed_fit, step_seconds,
 )
 from .checkpoint import save_checkpoint
 from .data import OCRDataset, ctc_collate
@@ -287,7 +287,7 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     running = None
     # the budget's pace is measured from the last check on, and not over this process's
     # first few steps (start-up, new shapes), as the probe does not time them either
-    warm_until, window = state.step + PROBE_WARMUP, None
+    warm_until, window, origin = state.step + PROBE_WARMUP, None, None
     mark = _clock()
     for batch in train_loader:
         loss = run.step(batch)
@@ -301,11 +301,11 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
                         cer=f"{state.best_cer:.3f}" if state.best_cer < math.inf else "-")
         step, cfg = state.step, run.cfg
         if step == warm_until:
-            window = (step, state.seconds)
+            window = origin = (step, state.seconds)
         validate = step % cfg.eval_every == 0 or step == cfg.steps
         save = step % cfg.save_every == 0 or step == cfg.steps
         if save and cfg.budget is not None and step < cfg.steps and window and step > window[0]:
-            _keep_to_budget(run, window, bar, limit)  # a new end is always a later step
+            _keep_to_budget(run, window, origin, bar, limit)  # a new end is a later step
             window = (step, state.seconds)
         if validate:
             broadcast_buffers(run.model, run.dist)  # rank 0's running statistics everywhere
@@ -331,29 +331,40 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     bar.close()
 
 
-def _keep_to_budget(run: Session, window: tuple[int, float], bar: Any, limit: int) -> None:
+def _keep_to_budget(run: Session, window: tuple[int, float], origin: tuple[int, float], bar: Any,
+                    limit: int) -> None:
     """End a budgeted run earlier or later (:meth:`Session.reschedule`, at most at step
-    ``limit``) if, at the pace of its steps since ``window`` (the step and the seconds spent at
-    the last check), the steps left would take it past its budget or leave part of it unused
+    ``limit``) if the steps left would take it past its budget or leave part of it unused
     (:func:`ocrlib.budget.deadline_steps`), and redraw the progress ``bar`` for the new end.
-    Under torchrun the ranks decide on their mean time and pace, so they end alike."""
+
+    Earlier at the pace of the steps since ``window`` (the step and the seconds spent at the
+    last check), so a slowdown is acted on at once. Later only past a quarter of the run and
+    at the slower of that pace and the pace since ``origin`` (the first timed step): a
+    250-step window's pace varies by 10 % here, and a run that lengthened on it shortened
+    again at the next check. Under torchrun the ranks decide on their mean time and paces.
+    """
     state = run.state
-    spent, pace = state.seconds, (state.seconds - window[1]) / (state.step - window[0])
+    spent = state.seconds
+    pace = (spent - window[1]) / (state.step - window[0])
+    overall = (spent - origin[1]) / (state.step - origin[0])
     if run.dist.enabled:
-        both = torch.tensor([spent, pace], dtype=torch.float64, device=run.device)
-        spent, pace = all_mean(both, run.dist).tolist()
-    if not pace > 0:
+        both = torch.tensor([spent, pace, overall], dtype=torch.float64, device=run.device)
+        spent, pace, overall = all_mean(both, run.dist).tolist()
+    if not (pace > 0 and overall > 0):
         return
-    end = deadline_steps(run.cfg, state.step, spent, pace, limit=limit)
+    end = deadline_steps(run.cfg, state.step, spent, pace)  # never later
+    if end == run.cfg.steps and state.step >= run.cfg.steps * LENGTHEN_AFTER:
+        end = max(end, deadline_steps(run.cfg, state.step, spent, max(pace, overall), limit=limit))
     if end == run.cfg.steps:
         return
     if run.dist.is_main:
+        later = end > run.cfg.steps
         log.warning("%s the clock: %.0f s spent at step %d, %.3f s a step lately; the run now "
                     "ends at step %d instead of %d to %s its budget of %.0f s (the rest of the "
-                    "schedule is %s)", "behind" if end < run.cfg.steps else "ahead of", spent,
-                    state.step, pace, end, run.cfg.steps,
-                    "keep to" if end < run.cfg.steps else "fill", run.cfg.budget,
-                    "squeezed" if end < run.cfg.steps else "stretched")
+                    "schedule is %s)", "ahead of" if later else "behind", spent, state.step,
+                    max(pace, overall) if later else pace, end, run.cfg.steps,
+                    "fill" if later else "keep to", run.cfg.budget,
+                    "stretched" if later else "squeezed")
     run.reschedule(end)
     n = bar.n
     bar.reset(total=end)  # a notebook's bar redraws its length only this way

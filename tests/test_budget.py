@@ -134,9 +134,10 @@ def test_a_run_behind_the_clock_ends_earlier_one_ahead_later_and_one_on_time_ali
     assert deadline_steps(cfg, 7500, 1300.0, 0.2) == 7750
     assert deadline_steps(TrainConfig(steps=100), 10, 1e9, 1.0) == 100  # no budget, no end
     assert deadline_steps(cfg, 8000, 1e9, 1.0) == 8000  # already at the end
-    # ahead: 240 s at step 2,000, 0.12 s a step -> 960 s; the 960 s left buy 8,000 more steps,
-    # as far as the run has batches (limit), and never later without a limit
-    assert deadline_steps(cfg, 2000, 240.0, 0.12, limit=12000) == 10000
+    # ahead: 240 s at step 2,000, 0.12 s a step -> 960 s; the 900 s left to the slack's lower
+    # edge (1,140 s) buy 7,500 more steps, as far as the run has batches (limit), and never
+    # later without a limit
+    assert deadline_steps(cfg, 2000, 240.0, 0.12, limit=12000) == 9500
     assert deadline_steps(cfg, 2000, 240.0, 0.12, limit=9000) == 9000
     assert deadline_steps(cfg, 2000, 240.0, 0.12) == 8000
     # within the slack below (1,150 s projected, at least 1,140): unchanged
@@ -241,8 +242,9 @@ def test_a_budgeted_run_ahead_of_the_clock_is_lengthened_up_to_its_limit(data, t
                                                                           monkeypatch, caplog):
     # the probe says 0.25 s a step: a 6 s budget fits 24 steps, and the run has batches for
     # 36 (MAX_STRETCH). The clock then says 0.1 s a step: at step 6, 0.6 s spent, the 18
-    # steps left would end it at 2.4 s; the 5.4 s left buy 54 more steps, so it is lengthened
-    # to its limit, step 36, and the rest of its cycle stretched over them
+    # steps left would end it at 2.4 s; the 5.1 s left to 5.7 buy 51 more steps, so it is lengthened
+    # to its limit, step 36, and the rest of its cycle stretched over them (a quarter of the
+    # 24 steps has run by step 6, so it may be lengthened there)
     monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.25)
     ticks = iter(range(10**6))
     monkeypatch.setattr(T, "_clock", lambda: 0.1 * next(ticks))
@@ -258,3 +260,28 @@ def test_a_budgeted_run_ahead_of_the_clock_is_lengthened_up_to_its_limit(data, t
     plain = build_scheduler(_adamw(), dataclasses.replace(prof.train, steps=24))
     _lrs(plain, 24)  # it still ends annealed, where the 24-step cycle ends
     assert res.history[-1]["lr"] == pytest.approx(plain.get_last_lr()[0], rel=1e-6)
+
+
+def test_a_run_is_lengthened_only_past_a_quarter_and_at_its_slower_pace(data, tmp_path,
+                                                                        monkeypatch, caplog):
+    # the probe says 0.125 s a step: 48 steps fit in 6 s. Steps 1-9 keep to that, then each
+    # takes 0.01 s. At step 12, a quarter through, the last window's pace (0.01) would
+    # lengthen it to its limit (72); the pace since the first timed step (0.082) buys 54 more
+    # steps: step 66. Before step 12 nothing may lengthen it, whatever the pace.
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.125)
+    taken = [0]
+    real_step = Session.step
+
+    def counted(self, batch):
+        taken[0] += 1
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Session, "step", counted)
+    monkeypatch.setattr(T, "_clock", lambda: 0.125 * min(taken[0], 9) + 0.01 * max(0, taken[0] - 9))
+    prof = _micro(steps=6, budget=6.0)
+    with caplog.at_level("WARNING", logger="ocrlib"):
+        res = train(prof.model, prof.train, data / "train", data / "val",
+                    tmp_path / "best_m.pth", progress=False)
+    first = [r.getMessage() for r in caplog.records if "the clock" in r.getMessage()][0]
+    assert "spent at step 12" in first and "ends at step 66 instead of 48" in first
+    assert res.step == 72  # and, the pace holding, to its limit at a later check
