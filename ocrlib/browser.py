@@ -23,6 +23,7 @@ from .metrics import align
 
 ANY_ERROR, EVERYTHING, CORRECT = "any error", "all samples", "correct"
 ANY_FONT = "any font"
+ANY_BACKGROUND = "any background"
 
 
 @dataclass
@@ -34,11 +35,14 @@ class Filters:
             :data:`ocrlib.analysis.ERROR_KINDS`.
         cer: keep samples whose CER is in ``[low, high]``.
         font: :data:`ANY_FONT` or a font name from the metadata.
+        background: :data:`ANY_BACKGROUND` or a background from the metadata (``flat``,
+            ``gradient``, ``texture``, ``scene``, ``photo``...: where the errors gather).
     """
 
     kind: str = ANY_ERROR
     cer: tuple[float, float] = (0.0, math.inf)
     font: str = ANY_FONT
+    background: str = ANY_BACKGROUND
 
 
 def kind_options(table: pd.DataFrame) -> list[str]:
@@ -49,8 +53,17 @@ def kind_options(table: pd.DataFrame) -> list[str]:
 
 def font_options(table: pd.DataFrame) -> list[str]:
     """The font filter's choices (just :data:`ANY_FONT` without metadata)."""
-    fonts = sorted(table["font"].dropna().unique()) if "font" in table.columns else []
-    return [ANY_FONT] + [str(f) for f in fonts]
+    return _options(table, "font", ANY_FONT)
+
+
+def background_options(table: pd.DataFrame) -> list[str]:
+    """The background filter's choices (just :data:`ANY_BACKGROUND` without metadata)."""
+    return _options(table, "background", ANY_BACKGROUND)
+
+
+def _options(table: pd.DataFrame, column: str, anything: str) -> list[str]:
+    values = sorted(table[column].dropna().unique()) if column in table.columns else []
+    return [anything] + [str(v) for v in values]
 
 
 def filter_table(table: pd.DataFrame, filters: Filters) -> pd.DataFrame:
@@ -68,10 +81,13 @@ def filter_table(table: pd.DataFrame, filters: Filters) -> pd.DataFrame:
                          f"{[ANY_ERROR, EVERYTHING, CORRECT, *ERROR_KINDS]}")
     low, high = filters.cer
     keep &= (table["cer"] >= low) & (table["cer"] <= high)
-    if filters.font != ANY_FONT:
-        if "font" not in table.columns:
-            raise ValueError("the table has no font column (no meta.jsonl for this data)")
-        keep &= table["font"] == filters.font
+    for column, value, anything in (("font", filters.font, ANY_FONT),
+                                    ("background", filters.background, ANY_BACKGROUND)):
+        if value != anything:
+            if column not in table.columns:
+                raise ValueError(f"the table has no {column} column (no meta.jsonl for this "
+                                 "data, or one without it)")
+            keep &= table[column] == value
     return table[keep.astype(bool)]
 
 
@@ -132,7 +148,8 @@ class BrowserModel:
         self.selection = filter_table(self.table, self.filters)
 
     def set_filters(self, **changes: Any) -> pd.DataFrame:
-        """Change some filters (``kind=``, ``cer=``, ``font=``); goes back to the first sample."""
+        """Change some filters (``kind=``, ``cer=``, ``font=``, ``background=``); goes back to
+        the first sample."""
         self.filters = Filters(**{**self.filters.__dict__, **changes})
         self.selection = filter_table(self.table, self.filters)
         self.position = 0
@@ -194,6 +211,8 @@ class ErrorBrowser:
         self.cer = w.FloatRangeSlider(value=(0.0, top), min=0.0, max=top, step=0.05,
                                       description="CER", readout_format=".2f")
         self.font = w.Dropdown(options=font_options(table), value=ANY_FONT, description="font")
+        self.background = w.Dropdown(options=background_options(table), value=ANY_BACKGROUND,
+                                     description="background")
         self.prev = w.Button(description="◀ previous")
         self.next = w.Button(description="next ▶")
         self.status = w.Label()
@@ -204,13 +223,13 @@ class ErrorBrowser:
         self.folder = w.Text(value=str(save_to), description="save to")
         self.save = w.Button(description="save selection", icon="save")
         self.message = w.HTML()
-        for control in (self.kind, self.cer, self.font):
+        for control in (self.kind, self.cer, self.font, self.background):
             control.observe(self._on_filter, names="value")
         self.prev.on_click(lambda _: self._move(-1))
         self.next.on_click(lambda _: self._move(1))
         self.save.on_click(self._on_save)
         self.widget = w.VBox([
-            w.HBox([self.kind, self.font]), self.cer,
+            w.HBox([self.kind, self.font, self.background]), self.cer,
             w.HBox([self.prev, self.next, self.status]),
             self.sample, self.image, w.HBox([self.folder, self.save]), self.message,
         ])
@@ -221,7 +240,8 @@ class ErrorBrowser:
     def _on_filter(self, _: Any) -> None:
         low, high = self.cer.value
         high = math.inf if high >= self.cer.max else high  # the top of the slider means "and above"
-        self.model.set_filters(kind=self.kind.value, cer=(low, high), font=self.font.value)
+        self.model.set_filters(kind=self.kind.value, cer=(low, high), font=self.font.value,
+                               background=self.background.value)
         self._render()
 
     def _move(self, delta: int) -> None:

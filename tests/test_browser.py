@@ -4,8 +4,9 @@ import re
 import pytest
 
 from ocrlib.analysis import error_table
-from ocrlib.browser import (ANY_ERROR, ANY_FONT, CORRECT, EVERYTHING, BrowserModel, ErrorBrowser,
-                            Filters, describe, diff_html, filter_table, font_options, kind_options)
+from ocrlib.browser import (ANY_BACKGROUND, ANY_ERROR, ANY_FONT, CORRECT, EVERYTHING,
+                            BrowserModel, ErrorBrowser, Filters, background_options, describe,
+                            diff_html, filter_table, font_options, kind_options)
 from ocrlib.data import read_labels
 
 
@@ -23,10 +24,11 @@ def table(tmp_path):
     t = error_table(refs, preds, paths, confidences=[0.5, 0.4, 0.99, 0.6, 0.1],
                     alternatives=[[("1123", 0.2)], [], [], [], []])
     t["font"] = ["A", "B", "A", "B", "A"]
+    t["background"] = ["photo", "flat", "flat", "photo", "scene"]
     return t
 
 
-def test_filters_choose_by_kind_cer_and_font(table):
+def test_filters_choose_by_kind_cer_font_and_background(table):
     assert filter_table(table, Filters()).index.tolist() == [0, 1, 3, 4]
     assert filter_table(table, Filters(kind=EVERYTHING)).index.tolist() == [0, 1, 2, 3, 4]
     assert filter_table(table, Filters(kind=CORRECT)).index.tolist() == [2]
@@ -36,8 +38,13 @@ def test_filters_choose_by_kind_cer_and_font(table):
     assert filter_table(table, Filters(cer=(0.2, 0.3))).index.tolist() == [0]
     assert filter_table(table, Filters(cer=(1.0, math.inf))).index.tolist() == [4]
     assert filter_table(table, Filters(font="A")).index.tolist() == [0, 4]
+    assert filter_table(table, Filters(background="photo")).index.tolist() == [0, 3]
+    assert filter_table(table, Filters(font="A", background="photo")).index.tolist() == [0]
+    assert filter_table(table, Filters(kind=EVERYTHING, background="flat")).index.tolist() == [1, 2]
     with pytest.raises(ValueError, match="unknown error kind"):
         filter_table(table, Filters(kind="typo"))
+    with pytest.raises(ValueError, match="no background column"):
+        filter_table(table.drop(columns="background"), Filters(background="photo"))
 
 
 def test_options_list_what_is_present(table):
@@ -45,6 +52,8 @@ def test_options_list_what_is_present(table):
     assert kind_options(table)[3:] == ["substitution", "dropped repeat", "insertion"]
     assert font_options(table) == [ANY_FONT, "A", "B"]
     assert font_options(table.drop(columns="font")) == [ANY_FONT]
+    assert background_options(table) == [ANY_BACKGROUND, "flat", "photo", "scene"]
+    assert background_options(table.drop(columns="background")) == [ANY_BACKGROUND]
 
 
 def test_model_steps_wrap_and_filters_reset_position(table):
@@ -98,6 +107,9 @@ def test_widget_follows_its_controls(table, tmp_path):
     assert "no sample" in b.status.value and b.image.value == b""
     b.cer.value = (0.3, 0.35)
     assert b.status.value == "1 of 2"
+    b.background.value = "flat"  # font B, CER 0.3-0.35, on flat paper: "abc" -> "abd"
+    assert b.status.value == "1 of 1" and "abd" in _text(b.sample.value)
+    b.background.value = ANY_BACKGROUND
     b.kind.value = "insertion"
     b.save.click()
     assert "saved 1 samples" in b.message.value
