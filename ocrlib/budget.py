@@ -14,7 +14,7 @@ interrupted one would have (unless the clock ends it earlier, below).
 The probe is only as good as the machine's speed staying what it saw: one run here was timed
 at 0.137 s a step and then took 0.19 s a step for thousands of steps. So the training loop
 checks the clock at every resume checkpoint (:func:`deadline_steps`, at the pace of the steps
-since the last check): when the steps left would take the run past its budget, it ends
+since the check before last): when the steps left would take the run past its budget, it ends
 earlier, and the rest of the learning-rate cycle and of the guided start's fade are squeezed
 into the steps left (:meth:`ocrlib.session.OneCycle.squeeze`). A probe can be pessimistic too
 (one here timed 0.206 s a step, and the steps then took 0.184 s): past a quarter of the run

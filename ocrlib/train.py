@@ -285,9 +285,9 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     bar = tqdm(total=run.cfg.steps, initial=state.step, desc="train", unit="step",
                disable=not progress)
     running = None
-    # the budget's pace is measured from the last check on, and not over this process's
-    # first few steps (start-up, new shapes), as the probe does not time them either
-    warm_until, window, origin = state.step + PROBE_WARMUP, None, None
+    # the budget's clock: (step, seconds) at each check, from this process's first timed step
+    # (its first few, start-up and new shapes, are not timed, as the probe does not time them)
+    warm_until, marks = state.step + PROBE_WARMUP, []
     mark = _clock()
     for batch in train_loader:
         loss = run.step(batch)
@@ -301,12 +301,12 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
                         cer=f"{state.best_cer:.3f}" if state.best_cer < math.inf else "-")
         step, cfg = state.step, run.cfg
         if step == warm_until:
-            window = origin = (step, state.seconds)
+            marks.append((step, state.seconds))
         validate = step % cfg.eval_every == 0 or step == cfg.steps
         save = step % cfg.save_every == 0 or step == cfg.steps
-        if save and cfg.budget is not None and step < cfg.steps and window and step > window[0]:
-            _keep_to_budget(run, window, origin, bar, limit)  # a new end is a later step
-            window = (step, state.seconds)
+        if save and cfg.budget is not None and step < cfg.steps and marks and step > marks[-1][0]:
+            _keep_to_budget(run, marks, bar, limit)  # a new end is a later step
+            marks.append((step, state.seconds))
         if validate:
             broadcast_buffers(run.model, run.dist)  # rank 0's running statistics everywhere
             result = evaluate(run.model, val_loader, run.device, run.amp_dtype, run.dist)
@@ -331,21 +331,23 @@ def _loop(run: Session, train_loader: DataLoader, val_loader: DataLoader, best_p
     bar.close()
 
 
-def _keep_to_budget(run: Session, window: tuple[int, float], origin: tuple[int, float], bar: Any,
-                    limit: int) -> None:
+def _keep_to_budget(run: Session, marks: list[tuple[int, float]], bar: Any, limit: int) -> None:
     """End a budgeted run earlier or later (:meth:`Session.reschedule`, at most at step
     ``limit``) if the steps left would take it past its budget or leave part of it unused
     (:func:`ocrlib.budget.deadline_steps`), and redraw the progress ``bar`` for the new end.
 
-    Earlier at the pace of the steps since ``window`` (the step and the seconds spent at the
-    last check), so a slowdown is acted on at once. Later only past a quarter of the run and
-    at the slower of that pace and the pace since ``origin`` (the first timed step): a
-    250-step window's pace varies by 10 % here, and a run that lengthened on it shortened
-    again at the next check. Under torchrun the ranks decide on their mean time and paces.
+    ``marks`` holds the step and the seconds spent at the first timed step and at each check
+    since. Earlier at the pace of the steps since the check before last (500 steps in the
+    ``laptop`` profile), so a slowdown is acted on within two checks: one 250-step window's
+    pace varies by 10 % here, and a run shortened on one slow window was lengthened again at
+    the next checks. Later only past a quarter of the run and at the slower of that pace and
+    the pace since the first timed step. Under torchrun the ranks decide on their mean time
+    and paces, so they end alike.
     """
     state = run.state
     spent = state.seconds
-    pace = (spent - window[1]) / (state.step - window[0])
+    recent, origin = marks[max(0, len(marks) - 2)], marks[0]
+    pace = (spent - recent[1]) / (state.step - recent[0])
     overall = (spent - origin[1]) / (state.step - origin[0])
     if run.dist.enabled:
         both = torch.tensor([spent, pace, overall], dtype=torch.float64, device=run.device)

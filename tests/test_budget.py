@@ -262,13 +262,8 @@ def test_a_budgeted_run_ahead_of_the_clock_is_lengthened_up_to_its_limit(data, t
     assert res.history[-1]["lr"] == pytest.approx(plain.get_last_lr()[0], rel=1e-6)
 
 
-def test_a_run_is_lengthened_only_past_a_quarter_and_at_its_slower_pace(data, tmp_path,
-                                                                        monkeypatch, caplog):
-    # the probe says 0.125 s a step: 48 steps fit in 6 s. Steps 1-9 keep to that, then each
-    # takes 0.01 s. At step 12, a quarter through, the last window's pace (0.01) would
-    # lengthen it to its limit (72); the pace since the first timed step (0.082) buys 54 more
-    # steps: step 66. Before step 12 nothing may lengthen it, whatever the pace.
-    monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.125)
+def _count_steps(monkeypatch):
+    """A list whose first item counts the training steps taken (for a stand-in clock)."""
     taken = [0]
     real_step = Session.step
 
@@ -277,6 +272,34 @@ def test_a_run_is_lengthened_only_past_a_quarter_and_at_its_slower_pace(data, tm
         return real_step(self, batch)
 
     monkeypatch.setattr(Session, "step", counted)
+    return taken
+
+
+def test_one_slow_window_does_not_shorten_a_run_on_time(data, tmp_path, monkeypatch, caplog):
+    # 48 steps fit (0.125 s a step, 6 s), and the steps keep to that but for steps 10-12, 10 %
+    # slower. At the check at step 12 that window alone would project 6.49 s, past the
+    # slack's 6.3; the pace since the check before last (step 6) projects 6.26: the run
+    # keeps its end, and nothing else moves it
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.125)
+    taken = _count_steps(monkeypatch)
+    monkeypatch.setattr(T, "_clock",
+                        lambda: 0.125 * taken[0] + 0.0125 * min(3, max(0, taken[0] - 9)))
+    prof = _micro(steps=6, budget=6.0)
+    with caplog.at_level("WARNING", logger="ocrlib"):
+        res = train(prof.model, prof.train, data / "train", data / "val",
+                    tmp_path / "best_m.pth", progress=False)
+    assert res.step == 48 and "the clock" not in caplog.text
+
+
+def test_a_run_is_lengthened_only_past_a_quarter_and_at_its_slower_pace(data, tmp_path,
+                                                                        monkeypatch, caplog):
+    # the probe says 0.125 s a step: 48 steps fit in 6 s. Steps 1-9 keep to that, then each
+    # takes 0.01 s. At step 12, a quarter through, the last window's pace (0.01) would
+    # lengthen it to its limit (72), and so would the pace since the check before last
+    # (0.068); the pace since the first timed step (0.082) buys 54 more steps: step 66.
+    # Before step 12 nothing may lengthen it, whatever the pace.
+    monkeypatch.setattr(T, "step_seconds", lambda s, b: 0.125)
+    taken = _count_steps(monkeypatch)
     monkeypatch.setattr(T, "_clock", lambda: 0.125 * min(taken[0], 9) + 0.01 * max(0, taken[0] - 9))
     prof = _micro(steps=6, budget=6.0)
     with caplog.at_level("WARNING", logger="ocrlib"):
