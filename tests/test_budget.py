@@ -249,7 +249,7 @@ def test_a_budgeted_run_ahead_of_the_clock_is_lengthened_up_to_its_limit(data, t
     ticks = iter(range(10**6))
     monkeypatch.setattr(T, "_clock", lambda: 0.1 * next(ticks))
     prof = _micro(steps=6, guided_steps=6, budget=6.0)
-    with caplog.at_level("WARNING", logger="ocrlib"):
+    with caplog.at_level("INFO", logger="ocrlib"):
         res = train(prof.model, prof.train, data / "train", data / "val",
                     tmp_path / "best_m.pth", progress=False)
     assert "ahead of the clock" in caplog.text and "ends at step 36 instead of 24" in caplog.text
@@ -285,7 +285,7 @@ def test_one_slow_window_does_not_shorten_a_run_on_time(data, tmp_path, monkeypa
     monkeypatch.setattr(T, "_clock",
                         lambda: 0.125 * taken[0] + 0.0125 * min(3, max(0, taken[0] - 9)))
     prof = _micro(steps=6, budget=6.0)
-    with caplog.at_level("WARNING", logger="ocrlib"):
+    with caplog.at_level("INFO", logger="ocrlib"):
         res = train(prof.model, prof.train, data / "train", data / "val",
                     tmp_path / "best_m.pth", progress=False)
     assert res.step == 48 and "the clock" not in caplog.text
@@ -302,7 +302,7 @@ def test_a_run_is_lengthened_only_past_a_quarter_and_at_its_slower_pace(data, tm
     taken = _count_steps(monkeypatch)
     monkeypatch.setattr(T, "_clock", lambda: 0.125 * min(taken[0], 9) + 0.01 * max(0, taken[0] - 9))
     prof = _micro(steps=6, budget=6.0)
-    with caplog.at_level("WARNING", logger="ocrlib"):
+    with caplog.at_level("INFO", logger="ocrlib"):
         res = train(prof.model, prof.train, data / "train", data / "val",
                     tmp_path / "best_m.pth", progress=False)
     first = [r.getMessage() for r in caplog.records if "the clock" in r.getMessage()][0]
