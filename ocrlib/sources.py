@@ -60,9 +60,13 @@ class Sources:
         return cls(tuple(p.as_posix() for p in sources), tuple(int(n) for n in lines),
                    tuple(float(r) for r in mix) if mix is not None else None)
 
+    def ratios(self) -> list[float]:
+        """The mixing ratios the sampler is given: ``mix``, or else the sources' sizes."""
+        return list(self.mix) if self.mix is not None else [float(n) for n in self.lines]
+
     def shares(self) -> list[float]:
         """Each source's share of every batch (summing to 1)."""
-        ratios = self.mix if self.mix is not None else [float(n) for n in self.lines]
+        ratios = self.ratios()
         total = sum(ratios)
         return [r / total for r in ratios]
 

@@ -119,13 +119,13 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
     val_set = dataset(val_dir, cfg.val_limit or None)
     train_set: Any = sets[0] if len(sets) == 1 else ConcatDataset(sets)
     bucketed = [w for s in sets for w in s.widths()] if cfg.bucket else None
-    sizes = [len(s) for s in sets]
+    data = Sources.of(sources, [len(s) for s in sets], mix)
     sampler: Any
     if len(sets) == 1 and mix is None:
         sampler = StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, total or cfg.steps,
                               bucketed, cfg.bucket or 1)
     else:
-        ratios = list(mix) if mix is not None else [float(n) for n in sizes]
+        sizes, ratios = list(data.lines), data.ratios()
         sampler = MixSampler(sizes, ratios, cfg.batch_size, cfg.seed, start, total or cfg.steps,
                              bucketed, cfg.bucket or 1)
         if d.is_main:
@@ -145,7 +145,7 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
     val_batches = shard_list([order[k:k + 64] for k in range(0, len(order), 64)], d)
     val_loader = DataLoader(val_set, batch_sampler=val_batches, collate_fn=ctc_collate,
                             num_workers=cfg.workers)
-    return train_loader, val_loader, Sources.of(sources, sizes, mix)
+    return train_loader, val_loader, data
 
 
 @dataclass
