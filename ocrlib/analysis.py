@@ -201,7 +201,8 @@ def analyse(recognizer: Any, folder: str | os.PathLike[str], limit: int | None =
     and return its :func:`error_table`, with ``read_crop``: the margin of the crop to the
     ink rows each reading came from (:mod:`ocrlib.recrop`), NaN for the line as given,
     ``read_stretch``: the width factor it came from (``stretch``), NaN for the line at its own
-    width, and ``flipped``: whether it was read with the other polarity (``flip_unsure``)."""
+    width, ``flipped``: whether it was read with the other polarity (``flip_unsure``), and
+    ``colour_view``: whether it was read in the line's colour view (``colour_view``)."""
     r = recognizer.evaluate(folder, limit=limit)
     table = error_table(r["references"], r["predictions"], r["paths"], r["confidences"],
                         r["alternatives"], folder=folder)
@@ -210,4 +211,5 @@ def analyse(recognizer: Any, folder: str | os.PathLike[str], limit: int | None =
     table["read_stretch"] = pd.array([float("nan") if f is None else f
                                       for f in r["stretches"]], dtype="float64")
     table["flipped"] = r["flipped"]
+    table["colour_view"] = r["colour"]
     return table

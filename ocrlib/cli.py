@@ -200,7 +200,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
                                      beam_width=args.beam_width, recrop=args.recrop,
-                                     flip_unsure=args.flip_unsure, stretch=args.stretch)
+                                     flip_unsure=args.flip_unsure, stretch=args.stretch,
+                                     colour_view=args.colour_view)
     r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad)
     for why in r["skipped"]:
         print(f"ocrlib eval: skipped {why}", file=sys.stderr)
@@ -231,7 +232,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
                                      beam_width=args.beam_width, recrop=args.recrop,
-                                     flip_unsure=args.flip_unsure, stretch=args.stretch)
+                                     flip_unsure=args.flip_unsure, stretch=args.stretch,
+                                     colour_view=args.colour_view)
     paths = expand_paths(args.paths)
     results, failures = infer_paths(rec, paths, args.batch_size)
     for path, d in results:
@@ -335,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--flip-unsure", action=argparse.BooleanOptionalAction, default=True,
                        help="also read lines whose ink polarity is unsure (mostly on "
                             "photographs) with the other polarity, keeping the more confident "
+                            "reading (default: on)")
+        e.add_argument("--colour-view", action=argparse.BooleanOptionalAction, default=True,
+                       help="also read each coloured line in the grey that best tells its "
+                            "text from its margins (ink that differs from its background in "
+                            "colour more than in brightness), keeping the more confident "
                             "reading (default: on)")
         e.add_argument("--batch-size", type=int, default=64)
         e.add_argument("--device", default="cpu")

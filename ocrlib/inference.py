@@ -6,7 +6,7 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,7 @@ from .data import (
 from .decoding import Decoded, decode
 from .metrics import scores
 from .model import MambaOCR
+from .normalize import colour_view
 from .recrop import (
     DEFAULT_RECROP, DEFAULT_STRETCH, MAX_RECROP, STRETCH_RANGE, crop_rows, stretch_width,
 )
@@ -58,6 +59,12 @@ class Recognizer:
             (:func:`ocrlib.data.unsure_polarity`: mostly lines on photographs) with the other
             polarity, keeping the more confident reading; each crop too. Other lines are
             read once. Only for grey input (``normalize="grey"``).
+        colour_view: also read each line in the grey that best tells its text rows from its
+            margins (:func:`ocrlib.normalize.colour_view`), at each stretch and crop as the
+            line as given, keeping the surest reading: ink that differs from its background in
+            colour more than in luminance (blue on orange) vanishes in the luminance the
+            network reads. Lines whose view is their luminance again (black on white, any grey
+            line) are read once.
     """
 
     model: MambaOCR
@@ -68,6 +75,7 @@ class Recognizer:
     recrop: tuple[float, ...] = DEFAULT_RECROP
     flip_unsure: bool = True
     stretch: tuple[float, ...] = DEFAULT_STRETCH
+    colour_view: bool = True
 
     def __post_init__(self) -> None:
         self.recrop, self.stretch = tuple(self.recrop), tuple(self.stretch)
@@ -138,19 +146,30 @@ class Recognizer:
 
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
         """Read PIL images (any mode): each as given, at each :attr:`stretch` of it and at each
-        :attr:`recrop` crop that changes it (and, where its polarity is unsure, each of those
-        with the other polarity: :attr:`flip_unsure`), keeping the most confident reading."""
+        :attr:`recrop` crop that changes it, and the same for its :attr:`colour_view` where it
+        has one (and, where its polarity is unsure, each of those with the other polarity:
+        :attr:`flip_unsure`), keeping the most confident reading."""
         rgb = [as_rgb(im) for im in images]
         best = self._read_once(rgb) if rgb else []
-        passes = [[(k, stretch_width(im, f)) for k, im in enumerate(rgb)] for f in self.stretch]
-        passes += [[(k, c) for k, im in enumerate(rgb) if (c := crop_rows(im, pad)) is not None]
-                   for pad in self.recrop]
+        passes = self._variants(list(enumerate(rgb)))
+        if self.colour_view:
+            views = [(k, v) for k, im in enumerate(rgb) if (v := colour_view(im)) is not None]
+            passes += [views, *self._variants(views)]
         for variants in passes:  # one pass at a time: a batch no larger than the images given
             if variants:
                 for (k, _), d in zip(variants, self._read_once([v for _, v in variants])):
                     if d.confidence > best[k].confidence:
                         best[k] = d
         return best
+
+    def _variants(self, lines: list[tuple[int, Image.Image]]
+                  ) -> list[list[tuple[int, Image.Image]]]:
+        """The passes :meth:`read` makes beside ``lines`` (index, image) as given: one for each
+        :attr:`stretch` and one for each :attr:`recrop` (the lines that crop changes)."""
+        passes = [[(k, stretch_width(im, f)) for k, im in lines] for f in self.stretch]
+        passes += [[(k, c) for k, im in lines if (c := crop_rows(im, pad)) is not None]
+                   for pad in self.recrop]
+        return passes
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
                  limit: int | None = None, skip_bad: bool = False) -> dict[str, Any]:
@@ -162,7 +181,8 @@ class Recognizer:
         ``paths``, ``recrops`` (the :attr:`recrop` margin each reading came from, None
         for the line as given), ``stretches`` (the :attr:`stretch` factor it came from, None
         for the line at its own width) and ``flipped`` (whether it was read with the other
-        polarity, :attr:`flip_unsure`). Labels with characters the model cannot produce are kept as
+        polarity, :attr:`flip_unsure`) and ``colour`` (whether it was read in its
+        :attr:`colour_view`). Labels with characters the model cannot produce are kept as
         they are (they count as errors) and a warning says how many there were. Bad samples (empty
         labels, missing or unreadable images) raise one error naming them all, or with
         ``skip_bad`` are left out of the scores and listed under ``skipped``.
@@ -180,17 +200,22 @@ class Recognizer:
         decoded, flipped = self._read_dataset(ds, batches)
         chosen: dict[int, float | None] = dict.fromkeys(decoded)
         stretched: dict[int, float | None] = dict.fromkeys(decoded)
+        coloured = dict.fromkeys(decoded, False)
         ds.crop_only = True  # each crop pass reads only the lines its crop changes
         readable = [b for b in ([i for i in b if i in decoded] for b in batches) if b]
-        passes = [(partial(stretch_width, factor=f), None, f) for f in self.stretch]
-        passes += [(partial(crop_rows, pad=pad), pad, None) for pad in self.recrop]
-        for crop, pad, factor in passes:
+        passes = [(partial(stretch_width, factor=f), None, f, False) for f in self.stretch]
+        passes += [(partial(crop_rows, pad=pad), pad, None, False) for pad in self.recrop]
+        if self.colour_view:
+            passes += [(colour_view, None, None, True)] + [
+                (partial(_in_colour_view, then=crop), pad, factor, True)
+                for crop, pad, factor, _ in passes]
+        for crop, pad, factor, colour in passes:
             ds.crop = crop
             crops, crop_flipped = self._read_dataset(ds, readable)
             for i, d in crops.items():
                 if d.confidence > decoded[i].confidence:
                     decoded[i], flipped[i] = d, crop_flipped[i]
-                    chosen[i], stretched[i] = pad, factor
+                    chosen[i], stretched[i], coloured[i] = pad, factor, colour
         seconds = time.perf_counter() - t0
         kept = sorted(decoded)
         items = [ds.items[i] for i in kept]
@@ -205,7 +230,7 @@ class Recognizer:
             "alternatives": [decoded[i].alternatives for i in kept],
             "paths": [str(it.path) for it in items], "skipped": ds.skipped + unreadable,
             "recrops": [chosen[i] for i in kept], "stretches": [stretched[i] for i in kept],
-            "flipped": [flipped[i] for i in kept],
+            "flipped": [flipped[i] for i in kept], "colour": [coloured[i] for i in kept],
         }
 
     def _read_dataset(self, ds: OCRDataset, batches: list[list[int]]
@@ -224,6 +249,14 @@ class Recognizer:
                 if j < len(batch.paths) and batch.paths[j] == str(ds.items[i].path):
                     decoded[i], flipped[i], j = out[j], flips[j], j + 1
         return decoded, flipped
+
+
+def _in_colour_view(img: Image.Image, then: Callable[[Image.Image], Image.Image | None]
+                    ) -> Image.Image | None:
+    """``then`` applied to the :func:`~ocrlib.normalize.colour_view` of ``img``; None where
+    the line has no view of its own or ``then`` leaves the view alone."""
+    view = colour_view(img)
+    return None if view is None else then(view)
 
 
 def _collate_some(samples: Sequence[Sample | None]) -> Batch | None:

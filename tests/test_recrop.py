@@ -1,5 +1,3 @@
-import copy
-import dataclasses
 import json
 import subprocess
 import sys
@@ -12,8 +10,6 @@ from PIL import Image, ImageDraw, ImageFont
 from ocrlib.decoding import Decoded
 from ocrlib.inference import Recognizer
 from ocrlib.recrop import crop_rows, ink_rows, stretch_width
-from ocrlib.synth import generate_splits
-from ocrlib.train import TrainConfig, profiles, train
 
 
 def _bar_image(h=60, w=200, rows=(20, 32), bg=0.9, ink=0.1):
@@ -78,20 +74,6 @@ def test_crop_rows_leaves_a_line_already_cut_close_alone():
     assert crop_rows(img, pad=0.15) is None
     assert crop_rows(Image.new("RGB", (100, 40), "white"), pad=0.15) is None
     assert crop_rows(Image.new("RGB", (100, 6), "white"), pad=0.15) is None
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recrop")
-    prof = copy.deepcopy(profiles()["tiny"])
-    prof.model.encoder.d_model = 32
-    synth = dataclasses.replace(prof.synth, vertical_margin=(0.3, 0.8))  # crops change lines
-    generate_splits(root / "data", {"train": 8, "val": 8}, seed=0, cfg=synth, workers=1,
-                    progress=False)
-    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, save_every=2, amp="off", device="cpu")
-    res = train(prof.model, cfg, root / "data/train", root / "data/val", root / "best_m.pth",
-                progress=False)
-    return root, res.best
 
 
 def test_read_keeps_the_most_confident_crop(trained, monkeypatch):
