@@ -41,8 +41,8 @@ Reader = Callable[[Sequence[Path]], list[str]]
 
 def ocrlib_reader(checkpoint: str, decoder: str, once: bool = False) -> Reader:
     """ocrlib as ``ocrlib infer`` reads (several crops and widths, :mod:`ocrlib.recrop`), or
-    with ``once`` each line once, as given."""
-    kw = {"recrop": (), "stretch": ()} if once else {}
+    with ``once`` each line once, as given (in its luminance only)."""
+    kw = {"recrop": (), "stretch": (), "colour_view": False} if once else {}
     rec = Recognizer.from_checkpoint(checkpoint, decoder=decoder, beam_width=10, **kw)
 
     def read(paths: Sequence[Path]) -> list[str]:

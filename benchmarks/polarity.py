@@ -1,12 +1,16 @@
-"""Reading lines of unsure polarity both ways (``Recognizer.flip_unsure``): CER off and on.
+"""One of the reader's extra readings off and on: CER, for each labelled folder, in one run.
 
-For one checkpoint and one or more labelled folders, evaluates the model as ``ocrlib eval``
-reads (greedy, at several crops) with the flip off and on, in one run, and prints one Markdown
-table: CER, how many lines were read the other way, and the CER of each background kind the
-folder's ``meta.jsonl`` records (ocrlib's and TRDG's sets record one; matplotlib's do not).
+``--option flip_unsure`` (the default; ``Recognizer.flip_unsure``): lines whose ink polarity is
+unsure also read the other way. ``--option colour_view`` (``Recognizer.colour_view``): coloured
+lines also read in the grey that best tells their text rows from their margins. For one
+checkpoint and one or more labelled folders, evaluates the model as ``ocrlib eval`` reads
+(greedy, at several crops and widths) with the option off and on, and prints one Markdown table:
+CER, images a second, how many lines took their reading from the option, and the CER of each
+background kind the folder's ``meta.jsonl`` records (ocrlib's and TRDG's sets record one;
+matplotlib's do not).
 
-    python benchmarks/polarity.py --checkpoint checkpoints/best_mamba_ocr.pth \
-        --data data/test data/foreign data/trdg
+    python benchmarks/polarity.py --checkpoint checkpoints/best_mamba_ocr.pth \\
+        --data data/test data/foreign data/trdg [--option colour_view]
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import torch
 from ocrlib.folder import read_meta
 from ocrlib.inference import Recognizer
 from ocrlib.metrics import scores
+
+#: option -> the key of ``Recognizer.evaluate``'s result that says which lines it decided
+OPTIONS = {"flip_unsure": "flipped", "colour_view": "colour"}
 
 
 def backgrounds(folder: Path) -> dict[str, str]:
@@ -44,20 +51,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/best_mamba_ocr.pth")
     p.add_argument("--data", nargs="+", required=True, help="labelled folders")
+    p.add_argument("--option", choices=sorted(OPTIONS), default="flip_unsure")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    print(f"checkpoint {args.checkpoint}; greedy CER, read as `ocrlib eval` reads")
-    print("| set | n | flip off | flip on | read the other way | by background: off / on |")
-    print("|---|---|---|---|---|---|")
+    key = OPTIONS[args.option]
+    print(f"checkpoint {args.checkpoint}; greedy CER, read as `ocrlib eval` reads, "
+          f"{args.option} off / on")
+    print("| set | n | off | on | images/s off / on | read by it | by background: off / on |")
+    print("|---|---|---|---|---|---|---|")
     for folder in args.data:
         kinds = backgrounds(Path(folder))
-        off, on = (Recognizer.from_checkpoint(args.checkpoint, flip_unsure=f).evaluate(folder)
+        off, on = (Recognizer.from_checkpoint(args.checkpoint, **{args.option: f}).evaluate(folder)
                    for f in (False, True))
         split = f"{by_background(off, kinds)} / {by_background(on, kinds)}" if kinds else "-"
         print(f"| {folder} | {on['n']} | {off['cer']:.4f} | {on['cer']:.4f} | "
-              f"{sum(on['flipped'])} | {split} |", flush=True)
+              f"{off['images_per_s']:.0f} / {on['images_per_s']:.0f} | {sum(on[key])} | {split} |",
+              flush=True)
     return 0
 
 

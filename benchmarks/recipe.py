@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_train = time.perf_counter() - t0 - t_data
     r = Recognizer.from_checkpoint(res.best).evaluate(root / "data" / "test")
     t_eval = time.perf_counter() - t0 - t_data - t_train
-    once = Recognizer.from_checkpoint(res.best, recrop=(), stretch=()).evaluate(root / "data" / "test")
+    once = Recognizer.from_checkpoint(res.best, recrop=(), stretch=(), colour_view=False
+                                      ).evaluate(root / "data" / "test")
     row = {
         "profile": args.profile, "seed": args.seed, "amp": args.amp,
         "numerics": numerics(resolve_amp(prof.train.amp, torch.device("cpu"))),
