@@ -16,6 +16,10 @@ from PIL import Image, UnidentifiedImageError
 from .folder import DataError
 from .lmdbset import is_lmdb, read_image_bytes
 
+#: Rec. 709 luminance weights of R, G and B: the grey the network reads
+#: (:func:`ocrlib.normalize.normalize_pixels`) and the renderer's measure of contrast.
+LUMINANCE = (0.2126, 0.7152, 0.0722)
+
 
 @contextmanager
 def _opened(path: str | os.PathLike[str]) -> Iterator[Image.Image]:

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .images import LUMINANCE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Rec. 709 luminance weights of R, G and B: the grey :func:`normalize_pixels` reads.
-LUMINANCE = (0.2126, 0.7152, 0.0722)
 #: How pixels become network input: ``"grey"`` (luminance, standardised per image, ink made
 #: bright) or ``"imagenet"`` (RGB with ImageNet statistics, as the original did).
 Normalize = Literal["grey", "imagenet"]

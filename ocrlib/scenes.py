@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .images import LUMINANCE
+
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """Relative luminance (0..1) of RGB values in 0..255, over the last axis."""
-    return (rgb[..., :3] @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)) / 255.0
+    return (rgb[..., :3] @ np.array(LUMINANCE, dtype=np.float32)) / 255.0
 
 
 

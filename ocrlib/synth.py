@@ -29,6 +29,7 @@ import numpy as np
 
 from .charset import DEFAULT_CHARS, Charset
 from .fonts import FontFace, family_of, find_fonts, font_pool, select_fonts
+from .images import LUMINANCE
 from .text import random_text, read_text_lines
 from . import folder
 from .photos import TEST_PHOTOS, TRAIN_PHOTOS
@@ -177,7 +178,8 @@ class SynthResult:
 
 def _luminance(rgb: Sequence[int]) -> float:
     r, g, b = (c / 255.0 for c in rgb)
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    wr, wg, wb = LUMINANCE
+    return wr * r + wg * g + wb * b
 
 
 def sample_colours(rng: np.random.Generator, min_contrast: float) -> tuple[list[int], list[int]]:
