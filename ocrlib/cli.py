@@ -201,7 +201,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
                                      beam_width=args.beam_width, recrop=args.recrop,
                                      flip_unsure=args.flip_unsure, stretch=args.stretch,
-                                     colour_view=args.colour_view)
+                                     colour_view=args.colour_view, combine=args.combine)
     r = rec.evaluate(args.data, batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad)
     for why in r["skipped"]:
         print(f"ocrlib eval: skipped {why}", file=sys.stderr)
@@ -233,7 +233,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     rec = Recognizer.from_checkpoint(args.checkpoint, device=args.device, decoder=args.decoder,
                                      beam_width=args.beam_width, recrop=args.recrop,
                                      flip_unsure=args.flip_unsure, stretch=args.stretch,
-                                     colour_view=args.colour_view)
+                                     colour_view=args.colour_view, combine=args.combine)
     paths = expand_paths(args.paths)
     results, failures = infer_paths(rec, paths, args.batch_size)
     for path, d in results:
@@ -327,22 +327,24 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--beam-width", type=int, default=10)
         e.add_argument("--recrop", type=_recrop_arg, default=DEFAULT_RECROP, metavar="M[,M...]",
                        help="also read each line cut to its ink rows with these margins "
-                            "(fractions of the ink's height) and keep the most confident "
-                            "reading; 'none' reads each line once, as given "
+                            "(fractions of the ink's height); 'none' reads each line once, as given "
                             f"(default {','.join(map(str, DEFAULT_RECROP))})")
         e.add_argument("--stretch", type=_stretch_arg, default=DEFAULT_STRETCH, metavar="F[,F...]",
-                       help="also read each line as given this many times as wide and keep the "
-                            "most confident reading; 'none' reads it at its own width only "
+                       help="also read each line as given this many times as wide; "
+                            "'none' reads it at its own width only "
                             f"(default {','.join(map(str, DEFAULT_STRETCH))})")
         e.add_argument("--flip-unsure", action=argparse.BooleanOptionalAction, default=True,
                        help="also read lines whose ink polarity is unsure (mostly on "
-                            "photographs) with the other polarity, keeping the more confident "
-                            "reading (default: on)")
+                            "photographs) with the other polarity (default: on)")
         e.add_argument("--colour-view", action=argparse.BooleanOptionalAction, default=True,
                        help="also read each coloured line in the grey that best tells its "
                             "text from its margins (ink that differs from its background in "
-                            "colour more than in brightness), keeping the more confident "
-                            "reading (default: on)")
+                            "colour more than in brightness; default: on)")
+        e.add_argument("--combine", default="mean", choices=["mean", "surest"],
+                       help="how the readings of a line's views (as given, crops, stretches, "
+                            "colour view, other polarity) make one: 'mean', the reading "
+                            "most probable on average over all the views; 'surest', the "
+                            "reading whose own view is surest of it (default: mean)")
         e.add_argument("--batch-size", type=int, default=64)
         e.add_argument("--device", default="cpu")
 

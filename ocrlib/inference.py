@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from .checkpoint import load_model
+from .combine import AS_GIVEN, COMBINE_RULES, View, Way, combine
 from .data import (
     Batch, DataError, OCRDataset, Sample, as_rgb, ctc_collate, load_image, to_input,
     unsure_polarity,
@@ -49,22 +49,25 @@ class Recognizer:
             own width: the network is convolutional and the encoder recurrent, so a line
             longer than any in training is read as it is rather than squeezed out of shape.
         recrop: margins (fractions of the ink's height) of the crops to the ink rows
-            (:func:`ocrlib.recrop.crop_rows`) read beside each line as given; the reading
-            the model gives the highest confidence wins. ``()`` reads each line once, as
-            given. Lines already cut close to their text are read once whatever this says.
+            (:func:`ocrlib.recrop.crop_rows`) read beside each line as given (:attr:`combine`
+            makes one reading of them all). ``()`` reads each line once, as given. Lines
+            already cut close to their text are read once whatever this says.
         stretch: factors by which each line as given is also read wider or narrower
-            (:func:`ocrlib.recrop.stretch_width`; not its crops); the surest reading wins.
-            ``()`` reads it at its own width only.
+            (:func:`ocrlib.recrop.stretch_width`; not its crops). ``()`` reads it at its own
+            width only.
         flip_unsure: also read the lines whose ink polarity was guessed rather than read
             (:func:`ocrlib.data.unsure_polarity`: mostly lines on photographs) with the other
-            polarity, keeping the more confident reading; each crop too. Other lines are
-            read once. Only for grey input (``normalize="grey"``).
+            polarity; each crop too. Other lines are read in one polarity. Only for grey
+            input (``normalize="grey"``).
         colour_view: also read each line in the grey that best tells its text rows from its
             margins (:func:`ocrlib.normalize.colour_view`), at each stretch and crop as the
-            line as given, keeping the surest reading: ink that differs from its background in
-            colour more than in luminance (blue on orange) vanishes in the luminance the
-            network reads. Lines whose view is their luminance again (black on white, any grey
-            line) are read once.
+            line as given: ink that differs from its background in colour more than in
+            luminance (blue on orange) vanishes in the luminance the network reads. Lines
+            whose view is their luminance again (black on white, any grey line) are read once.
+        combine: how the readings of a line's views (as given, crops, stretches, colour view,
+            other polarity: :meth:`ways`) make one (:mod:`ocrlib.combine`): ``"mean"``, the
+            reading with the highest probability averaged over all the views; ``"surest"``,
+            the reading whose own view is surest of it.
     """
 
     model: MambaOCR
@@ -76,8 +79,11 @@ class Recognizer:
     flip_unsure: bool = True
     stretch: tuple[float, ...] = DEFAULT_STRETCH
     colour_view: bool = True
+    combine: str = "mean"
 
     def __post_init__(self) -> None:
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         self.recrop, self.stretch = tuple(self.recrop), tuple(self.stretch)
         if any(not 0 <= p <= MAX_RECROP for p in self.recrop):
             raise ValueError(f"recrop margins must lie in 0..{MAX_RECROP:g} (fractions of the "
@@ -125,67 +131,80 @@ class Recognizer:
         return ctc_collate(samples)
 
     def read_batch(self, batch: Batch) -> tuple[list[Decoded], list[bool]]:
-        """Read a prepared batch: the readings, and for each whether it came from the other
-        polarity (:attr:`flip_unsure`)."""
-        out = self.decode(self.log_probs(batch.images), batch.frames)
-        flipped = [False] * len(out)
+        """Read a prepared batch as it is (and negated where the ink's polarity is unsure:
+        :attr:`flip_unsure`): one reading per line by the :attr:`combine` rule, and for each
+        whether it came from the other polarity."""
+        chosen = [self._combine(v) for v in self._views(batch)]
+        return [v.reading for v in chosen], [v.flipped for v in chosen]
+
+    def _views(self, batch: Batch, way: Way = AS_GIVEN) -> list[list[View]]:
+        """Each line of a prepared batch read as it is and, where its polarity is unsure
+        (:attr:`flip_unsure`), negated: its one or two views, read ``way``."""
+        lp = self.log_probs(batch.images)
+        frames = batch.frames.tolist()
+        views = [[View(d, lp[k, : frames[k]], way)]
+                 for k, d in enumerate(self.decode(lp, batch.frames))]
         if not self.flip_unsure or self.model.cfg.normalize != "grey":
-            return out, flipped
+            return views
         unsure = torch.nonzero(unsure_polarity(batch.images, batch.widths)).flatten()
         if len(unsure):
             # the input is standardised and padded with its own level: negating it is the
             # line read with the other polarity, padding included
-            other = self.decode(self.log_probs(-batch.images[unsure]), batch.frames[unsure])
-            for k, d in zip(unsure.tolist(), other):
-                if d.confidence > out[k].confidence:
-                    out[k], flipped[k] = d, True
-        return out, flipped
+            other = self.log_probs(-batch.images[unsure])
+            for k, d, row in zip(unsure.tolist(), self.decode(other, batch.frames[unsure]), other):
+                views[k].append(View(d, row[: frames[k]], way, flipped=True))
+        return views
 
-    def _read_once(self, images: Sequence[Image.Image]) -> list[Decoded]:
-        return self.read_batch(self.prepare(images))[0]
+    def _combine(self, views: list[View]) -> View:
+        return combine(views, self.combine, self.model.charset, self.top_n)
+
+    def ways(self) -> list[Way]:
+        """The ways each line is read: as given, at each :attr:`stretch`, at each :attr:`recrop`
+        crop, and with :attr:`colour_view` the view and each of those in the view (a way that
+        would not change a line is skipped for it)."""
+        ways = [AS_GIVEN]
+        ways += [Way(partial(stretch_width, factor=f), factor=f) for f in self.stretch]
+        ways += [Way(partial(crop_rows, pad=p), pad=p) for p in self.recrop]
+        if self.colour_view:
+            ways += [Way(colour_view, colour=True)] + [
+                Way(partial(_in_colour_view, then=w.crop), w.pad, w.factor, colour=True)
+                for w in ways[1:]]
+        return ways
 
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
-        """Read PIL images (any mode): each as given, at each :attr:`stretch` of it and at each
-        :attr:`recrop` crop that changes it, and the same for its :attr:`colour_view` where it
-        has one (and, where its polarity is unsure, each of those with the other polarity:
-        :attr:`flip_unsure`), keeping the most confident reading."""
+        """Read PIL images (any mode), each in every one of its :meth:`ways` (and, where its
+        polarity is unsure, each of those negated: :attr:`flip_unsure`), making one reading of
+        them by the :attr:`combine` rule."""
         rgb = [as_rgb(im) for im in images]
-        best = self._read_once(rgb) if rgb else []
-        passes = self._variants(list(enumerate(rgb)))
-        if self.colour_view:
-            views = [(k, v) for k, im in enumerate(rgb) if (v := colour_view(im)) is not None]
-            passes += [views, *self._variants(views)]
-        for variants in passes:  # one pass at a time: a batch no larger than the images given
-            if variants:
-                for (k, _), d in zip(variants, self._read_once([v for _, v in variants])):
-                    if d.confidence > best[k].confidence:
-                        best[k] = d
-        return best
+        views: list[list[View]] = [[] for _ in rgb]
+        for way in self.ways():  # one way at a time: a batch no larger than the images given
+            lines = [(k, im if way.crop is None else way.crop(im)) for k, im in enumerate(rgb)]
+            lines = [(k, im) for k, im in lines if im is not None]
+            if lines:
+                for (k, _), vs in zip(lines, self._read_images([im for _, im in lines], way)):
+                    views[k] += vs
+        return [self._combine(v).reading for v in views]
 
-    def _variants(self, lines: list[tuple[int, Image.Image]]
-                  ) -> list[list[tuple[int, Image.Image]]]:
-        """The passes :meth:`read` makes beside ``lines`` (index, image) as given: one for each
-        :attr:`stretch` and one for each :attr:`recrop` (the lines that crop changes)."""
-        passes = [[(k, stretch_width(im, f)) for k, im in lines] for f in self.stretch]
-        passes += [[(k, c) for k, im in lines if (c := crop_rows(im, pad)) is not None]
-                   for pad in self.recrop]
-        return passes
+    def _read_images(self, images: list[Image.Image], way: Way) -> list[list[View]]:
+        """The views of images already turned ``way`` (:meth:`_views` of :meth:`prepare`)."""
+        return self._views(self.prepare(images), way)
 
     def evaluate(self, folder: str | os.PathLike[str], batch_size: int = 64,
                  limit: int | None = None, skip_bad: bool = False) -> dict[str, Any]:
-        """Score the model on a labelled folder (``labels.txt`` as ``ocrlib synth`` writes it).
+        """Score the model on a labelled folder (``labels.txt`` as ``ocrlib synth`` writes it),
+        reading each line as :meth:`read` does.
 
         Returns :func:`ocrlib.metrics.scores` (cer, wer, accuracy, cer_ci, ned, n) plus
         ``images_per_s`` (loading, model and decoding), ``unknown_labels`` and the
         per-sample ``references``, ``predictions``, ``confidences``, ``alternatives``,
-        ``paths``, ``recrops`` (the :attr:`recrop` margin each reading came from, None
-        for the line as given), ``stretches`` (the :attr:`stretch` factor it came from, None
-        for the line at its own width) and ``flipped`` (whether it was read with the other
-        polarity, :attr:`flip_unsure`) and ``colour`` (whether it was read in its
-        :attr:`colour_view`). Labels with characters the model cannot produce are kept as
-        they are (they count as errors) and a warning says how many there were. Bad samples (empty
-        labels, missing or unreadable images) raise one error naming them all, or with
-        ``skip_bad`` are left out of the scores and listed under ``skipped``.
+        ``paths`` and where each reading came from (the view that carries it, under
+        ``"mean"`` the one surest of it): ``recrops`` (the :attr:`recrop` margin, None for the
+        line as given), ``stretches`` (the :attr:`stretch` factor, None for the line at its
+        own width), ``flipped`` (read with the other polarity, :attr:`flip_unsure`) and
+        ``colour`` (read in its :attr:`colour_view`). Labels with characters the model cannot
+        produce are kept as they are (they count as errors) and a warning says how many there
+        were. Bad samples (empty labels, missing or unreadable images) raise one error naming
+        them all, or with ``skip_bad`` are left out of the scores and listed under ``skipped``.
         """
         cfg = self.model.cfg
         ds = OCRDataset(folder, self.model.charset, cfg.height, self.max_width, targets=False,
@@ -196,59 +215,45 @@ class Recognizer:
         t0 = time.perf_counter()
         # lines of similar widths in a batch (less padding to compute), results in file order
         order = sorted(range(len(ds)), key=ds.widths().__getitem__)
-        batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-        decoded, flipped = self._read_dataset(ds, batches)
-        chosen: dict[int, float | None] = dict.fromkeys(decoded)
-        stretched: dict[int, float | None] = dict.fromkeys(decoded)
-        coloured = dict.fromkeys(decoded, False)
-        ds.crop_only = True  # each crop pass reads only the lines its crop changes
-        readable = [b for b in ([i for i in b if i in decoded] for b in batches) if b]
-        passes = [(partial(stretch_width, factor=f), None, f, False) for f in self.stretch]
-        passes += [(partial(crop_rows, pad=pad), pad, None, False) for pad in self.recrop]
-        if self.colour_view:
-            passes += [(colour_view, None, None, True)] + [
-                (partial(_in_colour_view, then=crop), pad, factor, True)
-                for crop, pad, factor, _ in passes]
-        for crop, pad, factor, colour in passes:
-            ds.crop = crop
-            crops, crop_flipped = self._read_dataset(ds, readable)
-            for i, d in crops.items():
-                if d.confidence > decoded[i].confidence:
-                    decoded[i], flipped[i] = d, crop_flipped[i]
-                    chosen[i], stretched[i], coloured[i] = pad, factor, colour
+        chosen: dict[int, View] = {}
+        for k in range(0, len(order), batch_size):
+            chosen.update(self._read_lines(ds, order[k:k + batch_size]))
         seconds = time.perf_counter() - t0
-        kept = sorted(decoded)
+        kept = sorted(chosen)
         items = [ds.items[i] for i in kept]
         refs = [it.text for it in items]
-        hyps = [decoded[i].text for i in kept]
+        readings = [chosen[i].reading for i in kept]
         unreadable = [f"{it.source}: cannot read {it.path}" for k, it in enumerate(ds.items)
-                      if k not in decoded]
+                      if k not in chosen]
         return {
-            **scores(refs, hyps), "images_per_s": len(refs) / max(seconds, 1e-9),
-            "unknown_labels": ds.unknown_labels, "references": refs, "predictions": hyps,
-            "confidences": [decoded[i].confidence for i in kept],
-            "alternatives": [decoded[i].alternatives for i in kept],
+            **scores(refs, [d.text for d in readings]),
+            "images_per_s": len(refs) / max(seconds, 1e-9),
+            "unknown_labels": ds.unknown_labels, "references": refs,
+            "predictions": [d.text for d in readings],
+            "confidences": [d.confidence for d in readings],
+            "alternatives": [d.alternatives for d in readings],
             "paths": [str(it.path) for it in items], "skipped": ds.skipped + unreadable,
-            "recrops": [chosen[i] for i in kept], "stretches": [stretched[i] for i in kept],
-            "flipped": [flipped[i] for i in kept], "colour": [coloured[i] for i in kept],
+            "recrops": [chosen[i].way.pad for i in kept],
+            "stretches": [chosen[i].way.factor for i in kept],
+            "flipped": [chosen[i].flipped for i in kept],
+            "colour": [chosen[i].way.colour for i in kept],
         }
 
-    def _read_dataset(self, ds: OCRDataset, batches: list[list[int]]
-                      ) -> tuple[dict[int, Decoded], dict[int, bool]]:
-        """Read ``ds`` batch by batch; the readings and whether each was read with the other
-        polarity, by dataset index (samples the dataset gives as None, unreadable images under
-        ``skip_bad`` or lines a ``crop_only`` pass leaves alone, are missing)."""
-        loader = DataLoader(ds, batch_sampler=batches, collate_fn=_collate_some)
-        decoded: dict[int, Decoded] = {}
-        flipped: dict[int, bool] = {}
-        for idx, batch in zip(batches, loader):
-            if batch is None:
-                continue
-            (out, flips), j = self.read_batch(batch), 0
-            for i in idx:  # the collate drops unreadable images (skip_bad): match by path
-                if j < len(batch.paths) and batch.paths[j] == str(ds.items[i].path):
-                    decoded[i], flipped[i], j = out[j], flips[j], j + 1
-        return decoded, flipped
+    def _read_lines(self, ds: OCRDataset, lines: list[int]) -> dict[int, View]:
+        """Read lines ``lines`` of ``ds`` in every way: each line's combined view, by dataset
+        index (lines the dataset cannot read, unreadable images under ``skip_bad``, are
+        missing; the other ways read only the lines read as given)."""
+        views: dict[int, list[View]] = {}
+        for way in self.ways():
+            ds.crop, ds.crop_only = way.crop, way.crop is not None
+            got = [(i, s) for i in lines if (s := ds[i]) is not None]
+            if way.crop is None:
+                lines = [i for i, _ in got]
+            if got:
+                for (i, _), vs in zip(got, self._views(ctc_collate([s for _, s in got]), way)):
+                    views.setdefault(i, []).extend(vs)
+        ds.crop, ds.crop_only = None, False
+        return {i: self._combine(vs) for i, vs in views.items()}
 
 
 def _in_colour_view(img: Image.Image, then: Callable[[Image.Image], Image.Image | None]
@@ -257,11 +262,6 @@ def _in_colour_view(img: Image.Image, then: Callable[[Image.Image], Image.Image 
     the line has no view of its own or ``then`` leaves the view alone."""
     view = colour_view(img)
     return None if view is None else then(view)
-
-
-def _collate_some(samples: Sequence[Sample | None]) -> Batch | None:
-    """:func:`ctc_collate`, or None for a batch with no sample left."""
-    return ctc_collate(samples) if any(s is not None for s in samples) else None
 
 
 def expand_paths(args: Iterable[str]) -> list[Path]:

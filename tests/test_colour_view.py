@@ -71,20 +71,22 @@ def _is_grey(im: Image.Image) -> bool:
 
 def test_read_keeps_the_colour_view_where_it_is_surer_and_reads_grey_lines_once(
         trained, monkeypatch):
+    from ocrlib.combine import View
     from ocrlib.decoding import Decoded
     from ocrlib.inference import Recognizer
 
     _, ckpt = trained
     seen: list[int] = []
-    def surer_of_grey(self, images):  # a stand-in model that reads grey images more surely
+    def surer_of_grey(self, images, way):  # a stand-in model that reads grey images more surely
         seen.append(len(images))
-        return [Decoded("grey" if _is_grey(im) else "colour", 0.9 if _is_grey(im) else 0.1)
-                for im in images]
-    monkeypatch.setattr(Recognizer, "_read_once", surer_of_grey)
+        return [[View(Decoded("grey" if _is_grey(im) else "colour", 0.9 if _is_grey(im) else 0.1),
+                      None, way)] for im in images]
+    monkeypatch.setattr(Recognizer, "_read_images", surer_of_grey)
     wall, _ = _line(ink=(80, 80, 255), bg=(170, 95, 40), texture=0.25)
     paper, _ = _line(ink=(20, 20, 20), bg=(240, 240, 240), texture=0.05)
-    on = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(1.25,))
-    off = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(1.25,), colour_view=False)
+    on = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(1.25,), combine="surest")
+    off = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(1.25,), colour_view=False,
+                                     combine="surest")
     assert on.read([wall])[0].text == "grey" and off.read([wall])[0].text == "colour"
     seen.clear()
     on.read([paper])
@@ -111,8 +113,8 @@ def test_evaluate_with_the_colour_view_keeps_the_surest_and_says_which(trained, 
         _line(ink, bg, texture)[0].save(tmp_path / f"images/{k}.png")
         rows.append(f"images/{k}.png\tHqly 42\n")
     (tmp_path / "labels.txt").write_text("".join(rows))
-    off = Recognizer.from_checkpoint(ckpt, colour_view=False).evaluate(tmp_path)
-    rec = Recognizer.from_checkpoint(ckpt)
+    off = Recognizer.from_checkpoint(ckpt, colour_view=False, combine="surest").evaluate(tmp_path)
+    rec = Recognizer.from_checkpoint(ckpt, combine="surest")
     on = rec.evaluate(tmp_path)
     assert off["colour"] == [False] * 4 and on["paths"] == off["paths"]
     for a, b, colour, ha, hb, path in zip(off["confidences"], on["confidences"], on["colour"],

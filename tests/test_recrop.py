@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ocrlib.combine import View
 from ocrlib.decoding import Decoded
 from ocrlib.inference import Recognizer
 from ocrlib.recrop import crop_rows, ink_rows, stretch_width
@@ -80,20 +81,23 @@ def test_read_keeps_the_most_confident_crop(trained, monkeypatch):
     _, ckpt = trained
     img = _text_line(margin=30)
     # a stand-in model that is surer of lower images: the crop must win, the original lose
-    def by_height(self, images):
-        return [Decoded(str(im.height), 1.0 / im.height) for im in images]
-    monkeypatch.setattr(Recognizer, "_read_once", by_height)
-    rec = Recognizer.from_checkpoint(ckpt, recrop=(0.15, 0.3))
+    def by_height(self, images, way):
+        return [[View(Decoded(str(im.height), 1.0 / im.height), None, way)] for im in images]
+    monkeypatch.setattr(Recognizer, "_read_images", by_height)
+    rec = Recognizer.from_checkpoint(ckpt, recrop=(0.15, 0.3), combine="surest")
     assert rec.read([img])[0].text == str(crop_rows(img, 0.15).height)
-    assert Recognizer.from_checkpoint(ckpt, recrop=()).read([img])[0].text == str(img.height)
+    once = Recognizer.from_checkpoint(ckpt, recrop=(), combine="surest")
+    assert once.read([img])[0].text == str(img.height)
     close = _text_line(margin=0)  # no crop changes it: read once, as given
     assert rec.read([close, img])[0].text == str(close.height)
 
 
 def test_evaluate_never_keeps_a_less_confident_reading(trained):
     root, ckpt = trained
-    once = Recognizer.from_checkpoint(ckpt, recrop=()).evaluate(root / "data/val")
-    more = Recognizer.from_checkpoint(ckpt, recrop=(0.15, 0.3)).evaluate(root / "data/val")
+    # the 'surest' rule (the default 'mean' is tested in test_combine.py)
+    once = Recognizer.from_checkpoint(ckpt, recrop=(), combine="surest").evaluate(root / "data/val")
+    more = Recognizer.from_checkpoint(ckpt, recrop=(0.15, 0.3), combine="surest").evaluate(
+        root / "data/val")
     assert once["recrops"] == [None] * once["n"]
     assert set(more["recrops"]) <= {None, 0.15, 0.3}
     assert more["paths"] == once["paths"]
@@ -139,12 +143,13 @@ def test_stretching_a_line_changes_its_width_only():
 def test_read_keeps_the_most_confident_width(trained, monkeypatch):
     _, ckpt = trained
     img = _text_line(margin=0)  # no crop changes it
-    def by_width(self, images):  # a stand-in model that is surer of wider images
-        return [Decoded(str(im.width), im.width / 10_000) for im in images]
-    monkeypatch.setattr(Recognizer, "_read_once", by_width)
-    rec = Recognizer.from_checkpoint(ckpt, stretch=(0.8, 1.25))
+    def by_width(self, images, way):  # a stand-in model that is surer of wider images
+        return [[View(Decoded(str(im.width), im.width / 10_000), None, way)] for im in images]
+    monkeypatch.setattr(Recognizer, "_read_images", by_width)
+    rec = Recognizer.from_checkpoint(ckpt, stretch=(0.8, 1.25), combine="surest")
     assert rec.read([img])[0].text == str(round(img.width * 1.25))
-    assert Recognizer.from_checkpoint(ckpt, stretch=()).read([img])[0].text == str(img.width)
+    once = Recognizer.from_checkpoint(ckpt, stretch=(), combine="surest")
+    assert once.read([img])[0].text == str(img.width)
     with pytest.raises(ValueError, match="stretch factors"):
         Recognizer.from_checkpoint(ckpt, stretch=(0.0,))
     proc = subprocess.run([sys.executable, "-m", "ocrlib", "eval", "--data", "x", "--checkpoint",
@@ -156,8 +161,9 @@ def test_evaluate_at_several_widths_keeps_the_surest_and_says_which(trained):
     from ocrlib.analysis import analyse
 
     root, ckpt = trained
-    plain = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=()).evaluate(root / "data/val")
-    rec = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(0.8, 1.25))
+    plain = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(), combine="surest").evaluate(
+        root / "data/val")
+    rec = Recognizer.from_checkpoint(ckpt, recrop=(), stretch=(0.8, 1.25), combine="surest")
     wider = rec.evaluate(root / "data/val")
     assert plain["stretches"] == [None] * plain["n"]
     assert set(wider["stretches"]) <= {None, 0.8, 1.25} and wider["paths"] == plain["paths"]
@@ -240,8 +246,8 @@ def test_evaluate_says_which_readings_came_from_the_other_polarity(trained, tmp_
         _wall_line().save(val / f"wall{i}.png")
     with open(val / "labels.txt", "a") as f:
         f.writelines(f"wall{i}.png\tHi\n" for i in range(3))
-    plain = Recognizer.from_checkpoint(ckpt, flip_unsure=False).evaluate(val)
-    both = Recognizer.from_checkpoint(ckpt).evaluate(val)
+    plain = Recognizer.from_checkpoint(ckpt, flip_unsure=False, combine="surest").evaluate(val)
+    both = Recognizer.from_checkpoint(ckpt, combine="surest").evaluate(val)
     assert plain["flipped"] == [False] * plain["n"] and plain["paths"] == both["paths"]
     for a, b, flipped, ha, hb in zip(plain["confidences"], both["confidences"],
                                      both["flipped"], plain["predictions"], both["predictions"]):
