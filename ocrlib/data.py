@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,12 +190,6 @@ class OCRDataset(Dataset):
             empty target, and :attr:`unknown_labels` counts such labels.
         normalize: how pixels become input (:func:`normalize_pixels`).
         limit: keep only the first ``limit`` samples.
-        crop: applied to each image as it is loaded (e.g. :func:`ocrlib.recrop.crop_rows`);
-            where it returns None the image is kept as it is (or, with ``crop_only``, the
-            sample is None, as :func:`ctc_collate` drops). A cropped line loses its character
-            centres (they no longer fit it).
-        crop_only: give only the lines ``crop`` changes (reading the crops of a set after
-            the lines as given).
     """
 
     def __init__(
@@ -210,11 +204,8 @@ class OCRDataset(Dataset):
         targets: bool = True,
         normalize: Normalize = "grey",
         limit: int | None = None,
-        crop: Callable[[Image.Image], Image.Image | None] | None = None,
-        crop_only: bool = False,
     ) -> None:
         self.folder = Path(folder)
-        self.crop, self.crop_only = crop, crop_only
         self.charset = charset
         self.height, self.width = height, width
         self.skip_bad = skip_bad
@@ -294,27 +285,33 @@ class OCRDataset(Dataset):
         xs = self._centres.get(item.path.relative_to(self.folder).as_posix())
         return xs if xs is not None and len(xs) == len(item.text) else None
 
-    def __getitem__(self, i: int) -> Sample | None:
+    def image(self, i: int) -> Image.Image | None:
+        """Sample ``i``'s image as RGB, or None where it cannot be read and ``skip_bad`` is on.
+
+        Raises:
+            DataError: naming the file and the line of ``labels.txt`` that lists it.
+        """
         item = self.items[i]
         try:
-            img = load_image(item.path)
+            return load_image(item.path)
         except DataError as err:
             if not self.skip_bad:
                 raise DataError(f"{err} (listed at {item.source})") from None
             self.bad_images += 1
             log.warning("skipping unreadable image: %s", err)
             return None
-        cropped = self.crop(img) if self.crop is not None else None
-        if cropped is not None:
-            img = cropped
-        elif self.crop_only:
+
+    def __getitem__(self, i: int) -> Sample | None:
+        img = self.image(i)
+        if img is None:
             return None
+        item = self.items[i]
         tensor, fill = to_input(img, self.height, self.width, self.normalize)
         target = self.charset.encode(item.text) if self.targets else []
         if target:  # room for the label: len + repeats frames, whatever the font's width
             need = min(self.width, WIDTH_PER_STEP * ctc_min_length(item.text))
             tensor = pad_to(tensor, need, fill)
-        centres = self.centres(i) if target and cropped is None else None
+        centres = self.centres(i) if target else None
         natural = img.width * self.height / img.height
         if centres is not None and natural > self.width:  # squeezed to the largest width
             centres = [x * self.width / natural for x in centres]

@@ -6,8 +6,8 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -161,29 +161,32 @@ class Recognizer:
     def ways(self) -> list[Way]:
         """The ways each line is read: as given, at each :attr:`stretch`, at each :attr:`recrop`
         crop, and with :attr:`colour_view` the view and each of those in the view (a way that
-        would not change a line is skipped for it)."""
+        would not change a line is skipped for it: :meth:`Way.image`)."""
         ways = [AS_GIVEN]
         ways += [Way(partial(stretch_width, factor=f), factor=f) for f in self.stretch]
         ways += [Way(partial(crop_rows, pad=p), pad=p) for p in self.recrop]
         if self.colour_view:
-            ways += [Way(colour_view, colour=True)] + [
-                Way(partial(_in_colour_view, then=w.crop), w.pad, w.factor, colour=True)
-                for w in ways[1:]]
+            ways += [replace(w, colour=True) for w in ways]
         return ways
 
     def read(self, images: Sequence[Image.Image]) -> list[Decoded]:
         """Read PIL images (any mode), each in every one of its :meth:`ways` (and, where its
         polarity is unsure, each of those negated: :attr:`flip_unsure`), making one reading of
         them by the :attr:`combine` rule."""
-        rgb = [as_rgb(im) for im in images]
-        views: list[list[View]] = [[] for _ in rgb]
-        for way in self.ways():  # one way at a time: a batch no larger than the images given
-            lines = [(k, im if way.crop is None else way.crop(im)) for k, im in enumerate(rgb)]
-            lines = [(k, im) for k, im in lines if im is not None]
-            if lines:
-                for (k, _), vs in zip(lines, self._read_images([im for _, im in lines], way)):
+        return [self._combine(v).reading for v in self._read_ways([as_rgb(im) for im in images])]
+
+    def _read_ways(self, lines: list[Image.Image]) -> list[list[View]]:
+        """The views of RGB ``lines``: each read in every one of its :meth:`ways`, one way at a
+        time (a batch no larger than the lines given), its colour view made once."""
+        views: list[list[View]] = [[] for _ in lines]
+        coloured = [colour_view(im) if self.colour_view else None for im in lines]
+        for way in self.ways():
+            seen = [(k, im) for k, line in enumerate(lines)
+                    if (im := way.image(line, coloured[k])) is not None]
+            if seen:
+                for (k, _), vs in zip(seen, self._read_images([im for _, im in seen], way)):
                     views[k] += vs
-        return [self._combine(v).reading for v in views]
+        return views
 
     def _read_images(self, images: list[Image.Image], way: Way) -> list[list[View]]:
         """The views of images already turned ``way`` (:meth:`_views` of :meth:`prepare`)."""
@@ -216,8 +219,10 @@ class Recognizer:
         # lines of similar widths in a batch (less padding to compute), results in file order
         order = sorted(range(len(ds)), key=ds.widths().__getitem__)
         chosen: dict[int, View] = {}
-        for k in range(0, len(order), batch_size):
-            chosen.update(self._read_lines(ds, order[k:k + batch_size]))
+        for k in range(0, len(order), batch_size):  # each image loaded once, read every way
+            loaded = [(i, im) for i in order[k:k + batch_size] if (im := ds.image(i)) is not None]
+            for (i, _), views in zip(loaded, self._read_ways([im for _, im in loaded])):
+                chosen[i] = self._combine(views)
         seconds = time.perf_counter() - t0
         kept = sorted(chosen)
         items = [ds.items[i] for i in kept]
@@ -238,30 +243,6 @@ class Recognizer:
             "flipped": [chosen[i].flipped for i in kept],
             "colour": [chosen[i].way.colour for i in kept],
         }
-
-    def _read_lines(self, ds: OCRDataset, lines: list[int]) -> dict[int, View]:
-        """Read lines ``lines`` of ``ds`` in every way: each line's combined view, by dataset
-        index (lines the dataset cannot read, unreadable images under ``skip_bad``, are
-        missing; the other ways read only the lines read as given)."""
-        views: dict[int, list[View]] = {}
-        for way in self.ways():
-            ds.crop, ds.crop_only = way.crop, way.crop is not None
-            got = [(i, s) for i in lines if (s := ds[i]) is not None]
-            if way.crop is None:
-                lines = [i for i, _ in got]
-            if got:
-                for (i, _), vs in zip(got, self._views(ctc_collate([s for _, s in got]), way)):
-                    views.setdefault(i, []).extend(vs)
-        ds.crop, ds.crop_only = None, False
-        return {i: self._combine(vs) for i, vs in views.items()}
-
-
-def _in_colour_view(img: Image.Image, then: Callable[[Image.Image], Image.Image | None]
-                    ) -> Image.Image | None:
-    """``then`` applied to the :func:`~ocrlib.normalize.colour_view` of ``img``; None where
-    the line has no view of its own or ``then`` leaves the view alone."""
-    view = colour_view(img)
-    return None if view is None else then(view)
 
 
 def expand_paths(args: Iterable[str]) -> list[Path]:

@@ -61,9 +61,11 @@ def test_mean_prefers_the_reading_most_views_find_likely_and_surest_the_surest_v
 
 def _views_by_hand(rec, img: Image.Image) -> list[torch.Tensor]:
     """The (T, V) log-probabilities of every way ``rec`` reads ``img`` (flip_unsure off)."""
-    out = []
+    from ocrlib.normalize import colour_view
+
+    out, view = [], colour_view(img)
     for way in rec.ways():
-        im = img if way.crop is None else way.crop(img)
+        im = way.image(img, view)
         if im is not None:
             batch = rec.prepare([im])
             out.append(rec.log_probs(batch.images)[0, : int(batch.frames[0])])
