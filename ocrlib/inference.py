@@ -130,13 +130,6 @@ class Recognizer:
             samples.append(Sample(t, [], "", f"<image {k}>", fill))
         return ctc_collate(samples)
 
-    def read_batch(self, batch: Batch) -> tuple[list[Decoded], list[bool]]:
-        """Read a prepared batch as it is (and negated where the ink's polarity is unsure:
-        :attr:`flip_unsure`): one reading per line by the :attr:`combine` rule, and for each
-        whether it came from the other polarity."""
-        chosen = [self._combine(v) for v in self._views(batch)]
-        return [v.reading for v in chosen], [v.flipped for v in chosen]
-
     def _views(self, batch: Batch, way: Way = AS_GIVEN) -> list[list[View]]:
         """Each line of a prepared batch read as it is and, where its polarity is unsure
         (:attr:`flip_unsure`), negated: its one or two views, read ``way``."""
