@@ -91,8 +91,19 @@ class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> OneCycle:
     """One-cycle learning rate, stepped every batch: from ``lr / 25`` up to ``lr`` over the first
-    ``warmup`` fraction of ``steps`` (cosine), then down (cosine) to ``lr / 25e4``."""
-    return OneCycle(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=cfg.warmup)
+    ``warmup`` fraction of ``steps`` (cosine), then down (cosine) to ``lr / 25e4``.
+
+    OneCycleLR divides by the length of each phase, so a warm-up of exactly one step (``steps``
+    20 at a warm-up of 0.05, as a short ``--steps`` or budget can give) or of the whole run would
+    divide by zero; the warm-up is then two steps, or all but the last (none in a run of two
+    steps or one)."""
+    warm, share = cfg.warmup * cfg.steps, cfg.warmup
+    if warm - 1 == 0 or warm == cfg.steps:
+        if cfg.steps <= 2:
+            share = 0.0  # too short to warm up
+        else:
+            share = 2 / cfg.steps if warm - 1 == 0 else (cfg.steps - 1) / cfg.steps
+    return OneCycle(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=share)
 
 
 def lr_curve(cfg: TrainConfig) -> list[float]:

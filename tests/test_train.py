@@ -206,6 +206,20 @@ def test_the_one_cycle_schedule_warms_up_to_the_peak_then_anneals():
     assert lrs.index(max(lrs)) == 19 and lrs[-1] < cfg.lr / 1000  # warm-up: steps 0..19
 
 
+@pytest.mark.parametrize("steps, warmup", [(20, 0.05), (10, 0.1), (100, 0.01), (4, 0.25),
+                                           (2, 0.5), (1, 0.05), (1, 1.0), (7, 1.0)])
+def test_a_short_run_has_a_schedule_where_torch_would_divide_by_zero(steps, warmup):
+    # OneCycleLR divides by the length of its warm-up (zero when it is exactly one step: 20
+    # steps at 0.05, a short --steps or budget) and of its annealing (zero for warmup=1.0)
+    from ocrlib.train import lr_curve
+
+    lrs = lr_curve(TrainConfig(steps=steps, lr=1e-3, warmup=warmup))
+    assert len(lrs) == steps and all(0 < lr <= 1e-3 * (1 + 1e-9) for lr in lrs[:-1] or lrs)
+    if steps >= 4:  # it still warms up to the peak and anneals after it
+        assert lrs[0] == pytest.approx(1e-3 / 25) and max(lrs) == pytest.approx(1e-3)
+        assert lrs[-1] < 1e-3 / 25
+
+
 def test_stages_hold_every_intermediate_and_the_pipeline_figure_shows_their_shapes():
     import matplotlib
 
