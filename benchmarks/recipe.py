@@ -8,7 +8,11 @@ and appends one JSON line to ``--out``: seed, precision, threads, the validation
 CER / case-insensitive CER / accuracy, and the seconds of each stage.
 
     python benchmarks/recipe.py --seed 1 --amp bf16 [--root /tmp/recipe] \
-        [--out benchmarks/results/recipe.jsonl]
+        [--out benchmarks/results/recipe.jsonl] [--set encoder.bidirectional=true ...]
+
+``--set SECTION.KEY=VALUE`` tries a lever: the profile with that setting changed
+(:func:`ocrlib.profiles.with_settings`; ``sizes.train=96000``, ``synth.clean_fraction=0.1``); the
+settings are kept in the JSON line.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ocrlib.inference import Recognizer
+from ocrlib.profiles import with_settings
 from ocrlib.synth import generate_splits
 from ocrlib.train import numerics, profile_with, resolve_amp, train
 
@@ -34,9 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", default="laptop")
     p.add_argument("--root", default="/tmp/recipe", help="scratch folder for data and checkpoints")
     p.add_argument("--out", help="append the result as one JSON line to this file")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change the profile (model, backbone, encoder, train, synth, effects, "
+                        "sizes), e.g. encoder.bidirectional=true sizes.train=96000")
     args = p.parse_args(argv)
 
-    prof = profile_with(args.profile, seed=args.seed, amp=args.amp)
+    try:
+        prof = with_settings(profile_with(args.profile, seed=args.seed, amp=args.amp), args.set)
+    except ValueError as err:
+        p.error(str(err))
     root = Path(args.root) / f"seed{args.seed}_{args.amp}"
     t0 = time.perf_counter()
     generate_splits(root / "data", prof.sizes, seed=args.seed, cfg=prof.synth, progress=False,
@@ -50,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     once = Recognizer.from_checkpoint(res.best, recrop=(), stretch=(), colour_view=False
                                       ).evaluate(root / "data" / "test")
     row = {
-        "profile": args.profile, "seed": args.seed, "amp": args.amp,
+        "profile": args.profile, "seed": args.seed, "amp": args.amp, "settings": args.set,
         "numerics": numerics(resolve_amp(prof.train.amp, torch.device("cpu"))),
         "curve": [(h["step"], round(h["loss"], 4), round(h["val_cer"], 4)) for h in res.history],
         "steps": res.step, "best_val_cer": round(res.best_cer, 4), "test_cer": round(r["cer"], 4),

@@ -2,12 +2,16 @@
 
 ``tiny`` (tests and notebooks, about a minute and a half), ``laptop`` (``make demo``: the full
 charset from random weights on a CPU) and ``gpu`` (pretrained ImageNet ResNet34 and
-mamba-130m, Colab). :func:`profile_with` copies one with some training settings changed.
+mamba-130m, Colab). :func:`profile_with` copies one with some training settings changed, :func:`with_settings` with
+any settings changed (``encoder.bidirectional=true``, for benchmarks that try a lever).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,3 +181,62 @@ def profile_with(name: str, **train_overrides: Any) -> Profile:
         if v is not None:
             setattr(prof.train, k, v)
     return prof
+
+
+#: What ``SECTION.`` in a setting of :func:`with_settings` names.
+SECTIONS = ("model", "backbone", "encoder", "train", "synth", "effects", "sizes")
+
+
+def with_settings(prof: Profile, settings: Sequence[str]) -> Profile:
+    """A copy of ``prof`` with settings ``SECTION.KEY=VALUE`` changed.
+
+    ``SECTION`` is one of :data:`SECTIONS` (``backbone`` and ``encoder`` are the model's,
+    ``effects`` the synth's); ``VALUE`` is read as JSON (``true``, ``0.1``, ``[0, 0.5]``, a
+    JSON list becoming a tuple), else taken as a string. ``encoder.bidirectional=true``,
+    ``sizes.train=96000``, ``synth.clean_fraction=0.1``.
+
+    Raises:
+        ValueError: naming the setting, for a malformed one, an unknown section or a key the
+            section does not have (with the keys it has).
+    """
+    prof = copy.deepcopy(prof)
+    parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"setting {setting!r}: expected SECTION.KEY=VALUE, e.g. "
+                             "encoder.bidirectional=true")
+        if section not in parts:
+            raise ValueError(f"setting {setting!r}: unknown section {section!r}; sections are "
+                             f"{', '.join(SECTIONS)}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        parts[section][name] = tuple(value) if isinstance(value, list) else value
+    for name, n in parts["sizes"].items():
+        if name not in prof.sizes or not isinstance(n, int) or n < 0:
+            raise ValueError(f"setting sizes.{name}={n!r}: sizes are whole numbers of lines "
+                             f"for the splits {', '.join(prof.sizes)}")
+    prof.sizes.update(parts["sizes"])
+    model = prof.model
+    prof.model = _replaced("model", model, parts["model"])
+    prof.model = dataclasses.replace(
+        prof.model, backbone=_replaced("backbone", model.backbone, parts["backbone"]),
+        encoder=_replaced("encoder", model.encoder, parts["encoder"]))
+    prof.train = _replaced("train", prof.train, parts["train"])
+    effects = _replaced("effects", prof.synth.effects, parts["effects"])
+    prof.synth = dataclasses.replace(_replaced("synth", prof.synth, parts["synth"]), effects=effects)
+    return prof
+
+
+def _replaced(section: str, config: Any, changes: dict[str, Any]) -> Any:
+    """``config`` (a dataclass) with ``changes``; ValueError naming an unknown key."""
+    nested = ("backbone", "encoder", "effects")  # sections of their own
+    known = [f.name for f in dataclasses.fields(config) if f.name not in nested]
+    for name in changes:
+        if name not in known:
+            raise ValueError(f"setting {section}.{name}: {type(config).__name__} has no setting "
+                             f"{name!r}; it has {', '.join(known)}")
+    return dataclasses.replace(config, **changes)
