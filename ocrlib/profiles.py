@@ -2,8 +2,9 @@
 
 ``tiny`` (tests and notebooks, about a minute and a half), ``laptop`` (``make demo``: the full
 charset from random weights on a CPU) and ``gpu`` (pretrained ImageNet ResNet34 and
-mamba-130m, Colab). :func:`profile_with` copies one with some training settings changed, :func:`with_settings` with
-any settings changed (``encoder.bidirectional=true``, for benchmarks that try a lever).
+mamba-130m, Colab). :func:`profile_with` copies one with some training settings changed,
+:func:`with_settings` with any setting changed (``encoder.bidirectional=true``: benchmarks that
+try a lever).
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ def with_settings(prof: Profile, settings: Sequence[str]) -> Profile:
             value = text
         parts[section][name] = tuple(value) if isinstance(value, list) else value
     for name, n in parts["sizes"].items():
-        if name not in prof.sizes or not isinstance(n, int) or n < 0:
+        if name not in prof.sizes or not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"setting sizes.{name}={n!r}: sizes are whole numbers of lines "
                              f"for the splits {', '.join(prof.sizes)}")
     prof.sizes.update(parts["sizes"])
@@ -227,7 +228,8 @@ def with_settings(prof: Profile, settings: Sequence[str]) -> Profile:
         encoder=_replaced("encoder", model.encoder, parts["encoder"]))
     prof.train = _replaced("train", prof.train, parts["train"])
     effects = _replaced("effects", prof.synth.effects, parts["effects"])
-    prof.synth = dataclasses.replace(_replaced("synth", prof.synth, parts["synth"]), effects=effects)
+    synth = _replaced("synth", prof.synth, parts["synth"])
+    prof.synth = dataclasses.replace(synth, effects=effects)
     return prof
 
 

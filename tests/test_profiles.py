@@ -35,6 +35,7 @@ def test_each_section_changes_only_what_it_names_and_the_original_is_untouched()
     ("model.encoder=1", "ModelConfig has no setting 'encoder'"),
     ("sizes.holdout=10", "sizes are whole numbers of lines for the splits train, val, test"),
     ("sizes.train=1.5", "sizes are whole numbers"),
+    ("sizes.train=true", "sizes are whole numbers"),
 ])
 def test_a_bad_setting_is_named_with_what_was_expected(setting: str, says: str) -> None:
     with pytest.raises(ValueError, match="setting") as err:
