@@ -34,6 +34,12 @@ from .decoding import Decoded, labelling_log_prob
 COMBINE_RULES = ("mean", "surest")
 
 
+def check_rule(rule: str) -> None:
+    """Raises ValueError naming the rules, for a ``rule`` not in :data:`COMBINE_RULES`."""
+    if rule not in COMBINE_RULES:
+        raise ValueError(f"combine must be one of {COMBINE_RULES}, got {rule!r}")
+
+
 @dataclass(frozen=True)
 class Way:
     """One way of reading a line.
@@ -114,8 +120,7 @@ def combine(views: Sequence[View], rule: str, charset: Charset, top_n: int = 1) 
     by the view surest of it, with that mean as its confidence and, for ``top_n`` > 1, the next
     candidates by the same measure as its alternatives.
     """
-    if rule not in COMBINE_RULES:
-        raise ValueError(f"combine must be one of {COMBINE_RULES}, got {rule!r}")
+    check_rule(rule)
     if not views:
         raise ValueError("no views to combine")
     if rule == "surest" or len(views) == 1:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model
-from .combine import AS_GIVEN, COMBINE_RULES, View, Way, combine
+from .combine import AS_GIVEN, View, Way, check_rule, combine
 from .data import (
     Batch, DataError, OCRDataset, Sample, as_rgb, ctc_collate, load_image, to_input,
     unsure_polarity,
@@ -82,8 +82,7 @@ class Recognizer:
     combine: str = "mean"
 
     def __post_init__(self) -> None:
-        if self.combine not in COMBINE_RULES:
-            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        check_rule(self.combine)
         self.recrop, self.stretch = tuple(self.recrop), tuple(self.stretch)
         if any(not 0 <= p <= MAX_RECROP for p in self.recrop):
             raise ValueError(f"recrop margins must lie in 0..{MAX_RECROP:g} (fractions of the "
