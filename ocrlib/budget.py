@@ -60,9 +60,10 @@ SLACK = 0.05
 def fit_to_budget(cfg: TrainConfig, seconds_per_step: float) -> TrainConfig:
     """A copy of ``cfg`` whose ``steps`` fill ``cfg.budget`` seconds at ``seconds_per_step``.
 
-    The steps are rounded down to a whole number of ``save_every`` (at least one), and
-    ``guided_steps`` is scaled by the same factor, so the guidance fades over the same share of
-    the run. ``cfg`` without a budget comes back unchanged.
+    The steps are rounded down to a whole number of ``save_every`` where at least one fits (else
+    they are the steps that fit, at least one: a ``save_every`` longer than the budget does not
+    lengthen the run), and ``guided_steps`` is scaled by the same factor, so the guidance fades
+    over the same share of the run. ``cfg`` without a budget comes back unchanged.
 
     Raises:
         ValueError: for a budget that is not positive, or a step time that is not a positive
@@ -72,7 +73,9 @@ def fit_to_budget(cfg: TrainConfig, seconds_per_step: float) -> TrainConfig:
         return cfg
     if not cfg.budget > 0:
         raise ValueError(f"the time budget must be a positive number of seconds, got {cfg.budget}")
-    steps = _whole_saves(cfg.budget, seconds_per_step, cfg)
+    _check_step_time(seconds_per_step)
+    fits = int(cfg.budget / seconds_per_step)
+    steps = _whole_saves(cfg.budget, seconds_per_step, cfg) if fits >= cfg.save_every else max(1, fits)
     guided = min(steps, round(cfg.guided_steps * steps / cfg.steps))
     return dataclasses.replace(cfg, steps=steps, guided_steps=guided)
 

@@ -37,7 +37,11 @@ def test_the_steps_that_fit_fill_the_budget_and_the_guidance_keeps_its_share():
     part = fit_to_budget(TrainConfig(steps=20000, guided_steps=2000, save_every=500,
                                      budget=3000.0), 0.1)
     assert (part.steps, part.guided_steps) == (30000, 3000)
-    assert fit_to_budget(cfg, 100.0).steps == 250  # at least one save's worth
+    # fewer steps fit than one save_every: the steps that fit (at least one), not a save's
+    # worth: 250 steps of 100 s would have taken 25,000 s of a 1,140 s budget
+    assert (fit_to_budget(cfg, 100.0).steps, fit_to_budget(cfg, 100.0).guided_steps) == (11, 11)
+    assert fit_to_budget(cfg, 5000.0).steps == 1
+    assert fit_to_budget(dataclasses.replace(cfg, save_every=10**6), 0.16).steps == 7125
     plain = TrainConfig(steps=123)
     assert fit_to_budget(plain, 0.5) is plain
     for bad in (0.0, -1.0, float("nan"), float("inf")):
