@@ -9,7 +9,10 @@ choices the recipe made against the alternatives, each changed alone from the re
 - AdamW fused into one kernel vs the per-tensor loop;
 - bf16 autocast vs float32 (on a CPU without native bf16, bf16 is emulated: slower);
 - the half-width ResNet34 vs the full one;
-- batches loaded in the training process vs in a DataLoader worker (wall time of 60 steps).
+- batches loaded in the training process vs in a DataLoader worker (wall time of 60 steps);
+- whole steps of ``ocrlib.train.train`` (loading, guided term and all) with each line loaded
+  every time it is read vs kept in memory after its first read (``TrainConfig.cache_mb``):
+  ``--loop-steps`` steps over the lines, each line read about ``loop-steps * 32 / lines`` times.
 
 Prints milliseconds per step, medians of interleaved rounds, and each alternative's ratio to
 the recipe (> 1: the recipe is faster).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -31,13 +35,15 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ocrlib.checkpoint import read_checkpoint  # noqa: E402
 from ocrlib.data import OCRDataset, ctc_collate  # noqa: E402
 from ocrlib.losses import ctc_loss  # noqa: E402
 from ocrlib.model import MambaOCR  # noqa: E402
 from ocrlib.precision import cpu_has_fast_bf16  # noqa: E402
-from ocrlib.profiles import profiles  # noqa: E402
+from ocrlib.profiles import Profile, profiles  # noqa: E402
 from ocrlib.sampler import StepSampler  # noqa: E402
 from ocrlib.synth import generate  # noqa: E402
+from ocrlib.train import train  # noqa: E402
 
 
 def batches(ds: OCRDataset, bs: int, n: int, bucket: bool, fixed: int | None) -> list:
@@ -76,6 +82,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=8, help="batches per measurement")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--loop-steps", type=int, default=200,
+                   help="steps of each whole-loop run (0: skip that comparison)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     prof = profiles()["laptop"]
@@ -120,7 +128,31 @@ def main() -> int:
             opt.step()
         print(f"60 steps, loading in {'a worker' if workers else 'the training process'}: "
               f"{time.perf_counter() - t0:.1f} s")
+    if args.loop_steps:
+        loop_cache(prof, folder, args.loop_steps, args.rounds)
     return 0
+
+
+def loop_cache(prof: Profile, folder: Path, steps: int, rounds: int) -> None:
+    """Seconds a step of ``train()`` takes (the budget's clock: loading and step, no
+    validation), lines loaded each time vs kept in memory, interleaved rounds."""
+    val = Path(tempfile.mkdtemp()) / "val"
+    generate(val, 20, seed=1, cfg=prof.synth, split="val", progress=False)
+    out = Path(tempfile.mkdtemp())
+    times: dict[float, list[float]] = {0.0: [], 1024.0: []}
+    for _ in range(rounds):
+        for mb in times:
+            cfg = dataclasses.replace(prof.train, steps=steps, budget=None, eval_every=10**6,
+                                      save_every=10**6, val_limit=20, guided_steps=steps,
+                                      cache_mb=mb)
+            res = train(prof.model, cfg, folder, val, out / "b.pth", progress=False)
+            times[mb].append(1000 * read_checkpoint(res.last)["train_seconds"] / res.step)
+    n = len(OCRDataset(folder, prof.model.charset))
+    print(f"train(), {steps} steps of {prof.train.batch_size} over {n} lines "
+          f"({steps * prof.train.batch_size / n:.1f} reads a line), ms a step, rounds: "
+          + "; ".join(f"{'kept in memory' if mb else 'loaded each time'} "
+                      + " / ".join(f"{t:.0f}" for t in ts) for mb, ts in times.items()))
+    print(f"kept / loaded: {statistics.median(times[1024.0]) / statistics.median(times[0.0]):.3f}")
 
 
 if __name__ == "__main__":

@@ -190,6 +190,11 @@ class OCRDataset(Dataset):
             empty target, and :attr:`unknown_labels` counts such labels.
         normalize: how pixels become input (:func:`normalize_pixels`).
         limit: keep only the first ``limit`` samples.
+        cache_mb: keep up to this many megabytes of prepared lines (decoded, resized and
+            normalised; a grey line as its one channel) in memory, so that a line seen again
+            is not decoded again; 0: none. Training reads every line several times and, on a
+            CPU, loads in the training process: the ``laptop`` profile's 48,000 lines take
+            about 700 MB and their loading was 15 % of a step (benchmarks/RESULTS.md).
     """
 
     def __init__(
@@ -204,6 +209,7 @@ class OCRDataset(Dataset):
         targets: bool = True,
         normalize: Normalize = "grey",
         limit: int | None = None,
+        cache_mb: float = 0.0,
     ) -> None:
         self.folder = Path(folder)
         self.charset = charset
@@ -238,6 +244,8 @@ class OCRDataset(Dataset):
         self.bad_images = 0
         self._meta: dict[str, dict] | None = None
         self._centres: dict[str, list[float]] | None = None
+        self._cache: dict[int, tuple[torch.Tensor, float, float]] = {}
+        self._cache_room = int(cache_mb * 2**20)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -301,18 +309,37 @@ class OCRDataset(Dataset):
             log.warning("skipping unreadable image: %s", err)
             return None
 
-    def __getitem__(self, i: int) -> Sample | None:
+    def prepared(self, i: int) -> tuple[torch.Tensor, float, float] | None:
+        """Sample ``i`` as network input: ``(3, height, w)``, its padding value and the width
+        it has at ``height`` before any squeezing (from the cache where it is kept,
+        ``cache_mb``); None where its image cannot be read and ``skip_bad`` is on."""
+        hit = self._cache.get(i)
+        if hit is not None:
+            t, fill, natural = hit
+            return t.expand(3, -1, -1), fill, natural
         img = self.image(i)
         if img is None:
             return None
-        item = self.items[i]
         tensor, fill = to_input(img, self.height, self.width, self.normalize)
+        natural = img.width * self.height / img.height
+        if self._cache_room > 0:
+            # a grey line is one channel three times (normalize_pixels): keep one
+            keep = tensor[:1].clone() if self.normalize == "grey" else tensor
+            self._cache_room -= keep.numel() * keep.element_size()
+            self._cache[i] = (keep, fill, natural)
+        return tensor, fill, natural
+
+    def __getitem__(self, i: int) -> Sample | None:
+        got = self.prepared(i)
+        if got is None:
+            return None
+        item = self.items[i]
+        tensor, fill, natural = got
         target = self.charset.encode(item.text) if self.targets else []
         if target:  # room for the label: len + repeats frames, whatever the font's width
             need = min(self.width, WIDTH_PER_STEP * ctc_min_length(item.text))
             tensor = pad_to(tensor, need, fill)
         centres = self.centres(i) if target else None
-        natural = img.width * self.height / img.height
         if centres is not None and natural > self.width:  # squeezed to the largest width
             centres = [x * self.width / natural for x in centres]
         return Sample(tensor, target, item.text, str(item.path), fill, centres)

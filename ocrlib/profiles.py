@@ -65,6 +65,9 @@ class TrainConfig:
             timed, the run ends earlier or later (by at most half), its schedule squeezed or
             stretched into the steps left, so that it ends within 5 % of its budget.
         workers: DataLoader worker processes (0: load in the training process).
+        cache_mb: keep up to this many megabytes of each set's prepared lines in memory
+            (:class:`ocrlib.data.OCRDataset`), so that a line read again is not decoded and
+            normalised again (each worker process keeps its own); 0: none.
         seed: seeds the initialisation, the data order and dropout.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
     """
@@ -86,6 +89,7 @@ class TrainConfig:
     fixed_width: bool = False
     budget: float | None = None
     workers: int = 0
+    cache_mb: float = 0.0
     seed: int = 0
     device: str = "auto"
 
@@ -141,8 +145,11 @@ def profiles() -> dict[str, Profile]:
             # another generator's lines 0.155 -> 0.141 (benchmarks/RESULTS.md). 23 minutes
             # leaves make demo's data, probe, validation and evaluation (2.5-4 minutes) and
             # the clock's 5 % slack inside its 30.
+            # Lines kept in memory after their first read (about 700 MB): loading them again
+            # was 15 % of a step (benchmarks/RESULTS.md, "Lines kept in memory").
             TrainConfig(steps=5000, batch_size=32, lr=7e-4, warmup=0.05, eval_every=1000,
-                        val_limit=500, save_every=250, guided_steps=5000, budget=1380.0),
+                        val_limit=500, save_every=250, guided_steps=5000, budget=1380.0,
+                        cache_mb=1024.0),
             SynthConfig(min_len=1, max_len=12, clean_fraction=0.25, decorative_weight=0.5,
                         vertical_margin=(-0.05, 0.5), tight_fraction=0.3),
             {"train": 48000, "val": 500, "test": 1000},

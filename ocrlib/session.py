@@ -203,9 +203,10 @@ class Session:
         ``ckpt``: its contents, where already read (:func:`read_resume`)."""
         if ckpt is None:
             ckpt = read_resume(path)
+        # the cache changes where lines are loaded from, not a number of the run
+        saved = {"budget": None, **ckpt.get("train", {}), "cache_mb": self.cfg.cache_mb}
         diffs = (config_differences(ckpt["config"], self.config)
-                 + config_differences({"budget": None, **ckpt.get("train", {})},
-                                      asdict(self.cfg)))
+                 + config_differences(saved, asdict(self.cfg)))
         if diffs:
             raise CheckpointMismatchError(
                 f"{path} was made for another configuration:\n  " + "\n  ".join(diffs))

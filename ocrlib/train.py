@@ -112,7 +112,7 @@ def loaders(model_cfg: ModelConfig, cfg: TrainConfig, train_dir: Path | Sequence
     def dataset(folder: Path, limit: int | None = None) -> OCRDataset:
         return OCRDataset(folder, model_cfg.charset, model_cfg.height, model_cfg.width,
                           model_cfg.time_steps, normalize=model_cfg.normalize, limit=limit,
-                          skip_bad=skip_bad)
+                          skip_bad=skip_bad, cache_mb=cfg.cache_mb)
 
     sources = as_sources(train_dir)
     sets = [dataset(src) for src in sources]

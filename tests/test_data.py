@@ -163,3 +163,33 @@ def test_skip_bad_counts_and_drops(tmp_path, caplog):
     assert batch.texts == ["ok"] and ds.bad_images == 1
     with pytest.raises(DataError, match="unreadable"):
         ctc_collate([None])
+
+
+@pytest.mark.parametrize("normalize", ["grey", "imagenet"])
+def test_a_cached_line_is_the_line_loaded_again_and_the_cache_keeps_to_its_size(tmp_path, normalize):
+    from ocrlib.profiles import profiles
+    from ocrlib.synth import generate_splits
+
+    generate_splits(tmp_path, {"train": 10}, seed=1, cfg=profiles()["tiny"].synth, workers=1,
+                    progress=False)
+    folder = tmp_path / "train"
+    plain = OCRDataset(folder, CS, normalize=normalize)
+    cached = OCRDataset(folder, CS, normalize=normalize, cache_mb=1)
+    three = sum(plain.prepared(i)[0][: 1 if normalize == "grey" else 3].numel() * 4 for i in range(3))
+    small = OCRDataset(folder, CS, normalize=normalize, cache_mb=three / 2**20)
+    want = [plain[i] for i in range(len(plain))]
+    for ds in (cached, small):
+        assert [s.image.shape for s in (ds[i] for i in range(len(ds)))] == [s.image.shape for s in want]
+    for p in (folder / "images").iterdir():  # from here on only the cache has the lines
+        p.unlink()
+    with pytest.raises(DataError, match="labels.txt:1"):
+        plain[0]
+    for i, w in enumerate(want):
+        got = cached[i]
+        assert torch.equal(got.image, w.image) and got.image.shape[0] == 3
+        assert (got.fill, got.target, got.text, got.centres) == (w.fill, w.target, w.text, w.centres)
+    assert all(torch.equal(small[i].image, want[i].image) for i in range(3))
+    with pytest.raises(DataError, match="labels.txt:4"):
+        small[3]  # the cache was full after three lines
+    batch = ctc_collate([cached[i] for i in range(4)])
+    assert torch.equal(batch.images, ctc_collate(want[:4]).images)

@@ -253,3 +253,24 @@ def test_training_names_bad_samples_or_goes_on_without_them(tmp_path):
     with pytest.raises(DataError, match=r"2 bad samples(.|\n)*labels.txt:9: image file not found"):
         train(*args, progress=False)
     assert train(*args, progress=False, skip_bad=True).step == 2
+
+
+def test_lines_kept_in_memory_train_exactly_as_lines_loaded_each_time(data, tmp_path):
+    """12 steps of 4 over 24 lines: every line is read twice, the second time from the cache;
+    a run stopped without the cache resumes with it (it changes no number of the run)."""
+    loaded = _micro(steps=12)
+    cached = _micro(steps=12, cache_mb=64)
+    a = train(loaded.model, loaded.train, data / "train", data / "val", tmp_path / "a" / "b.pth",
+              progress=False)
+    b = train(cached.model, cached.train, data / "train", data / "val", tmp_path / "b" / "b.pth",
+              progress=False)
+    train(loaded.model, loaded.train, data / "train", data / "val", tmp_path / "c" / "b.pth",
+          progress=False, stop_after=6)
+    c = train(cached.model, cached.train, data / "train", data / "val", tmp_path / "c" / "b.pth",
+              progress=False, resume=True)
+    for other in (b, c):
+        assert other.step == a.step == 12
+        x, y = _state(a.last), _state(other.last)
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+        assert [h["val_cer"] for h in other.history] == [h["val_cer"] for h in a.history]
