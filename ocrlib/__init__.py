@@ -48,4 +48,15 @@ Around it
     :mod:`exercises` the notebooks' exercises and their checkers
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+#: Compiled kernels oneDNN (torch's CPU convolutions) keeps, instead of its default 1,024. Lines
+#: read at their own widths (multiples of 4 px up to 320) give the backbone some 80 input
+#: shapes, each wanting its own forward and backward kernels: with 1,024 they were compiled over
+#: and over, and a ``laptop`` training step took 148 ms here; with this many, 123 ms, the
+#: same numbers (benchmarks/RESULTS.md, "Kernels compiled once"). oneDNN reads the setting when
+#: it first builds a kernel, so it is set on import (a value the user set is kept).
+ONEDNN_KERNELS = 16384
+_os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_KERNELS))

@@ -39,3 +39,44 @@ def test_numerics_record_precision_threads_and_torch():
     n = P.numerics(torch.bfloat16)
     assert n["amp"] == "bfloat16" and n["threads"] == torch.get_num_threads()
     assert P.numerics(None)["amp"] == "off" and "+" not in n["torch"]
+
+
+_CONVS = """
+import sys, torch
+import ocrlib, os
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                          torch.nn.Conv2d(8, 8, 3, padding=1))
+out = []
+for w in range(8, 200, 4):  # more shapes than a cache of 4 kernels holds
+    x = torch.randn(2, 3, 16, w, generator=torch.Generator().manual_seed(w), requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+    y.float().sum().backward()
+    out.append(torch.cat([y.float().flatten(), x.grad.flatten(), net[0].weight.grad.flatten()]))
+    net.zero_grad()
+torch.save(torch.cat(out), sys.argv[1])
+print(os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"])
+"""
+
+
+def test_ocrlib_widens_onednns_kernel_cache_keeps_a_users_own_and_changes_no_number(tmp_path):
+    """The kernel cache decides what is compiled again, never what is computed: the same
+    convolutions, forward and backward in bf16 over many widths, agree to the bit between a
+    process whose cache holds 4 kernels and one with ocrlib's."""
+    import os
+    import subprocess
+    import sys
+
+    import ocrlib
+
+    def run(name, **env):
+        e = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+        got = subprocess.run([sys.executable, "-c", _CONVS, str(tmp_path / name)], env={**e, **env},
+                             capture_output=True, text=True, check=True)
+        return got.stdout.strip(), torch.load(tmp_path / name)
+
+    ours, a = run("ours")
+    small, b = run("small", ONEDNN_PRIMITIVE_CACHE_CAPACITY="4")
+    assert ours == str(ocrlib.ONEDNN_KERNELS) and small == "4"
+    assert torch.equal(a, b)
