@@ -10,9 +10,11 @@ choices the recipe made against the alternatives, each changed alone from the re
 - bf16 autocast vs float32 (on a CPU without native bf16, bf16 is emulated: slower);
 - the half-width ResNet34 vs the full one;
 - batches loaded in the training process vs in a DataLoader worker (wall time of 60 steps);
-- whole steps of ``ocrlib.train.train`` (loading, guided term and all) with each line loaded
-  every time it is read vs kept in memory after its first read (``TrainConfig.cache_mb``):
-  ``--loop-steps`` steps over the lines, each line read about ``loop-steps * 32 / lines`` times.
+- whole steps of ``ocrlib.train.train`` (loading, guided term and all), each run in its own
+  process: each line loaded every time it is read vs kept in memory after its first read
+  (``TrainConfig.cache_mb``), and oneDNN keeping its default 1,024 compiled kernels vs the
+  16,384 that importing ocrlib asks for (``ocrlib.ONEDNN_KERNELS``): ``--loop-steps`` steps
+  over the lines, each line read about ``loop-steps * 32 / lines`` times.
 
 Prints milliseconds per step, medians of interleaved rounds, and each alternative's ratio to
 the recipe (> 1: the recipe is faster).
@@ -25,7 +27,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,12 +39,13 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ocrlib import ONEDNN_KERNELS  # noqa: E402
 from ocrlib.checkpoint import read_checkpoint  # noqa: E402
 from ocrlib.data import OCRDataset, ctc_collate  # noqa: E402
 from ocrlib.losses import ctc_loss  # noqa: E402
 from ocrlib.model import MambaOCR  # noqa: E402
 from ocrlib.precision import cpu_has_fast_bf16  # noqa: E402
-from ocrlib.profiles import Profile, profiles  # noqa: E402
+from ocrlib.profiles import profiles  # noqa: E402
 from ocrlib.sampler import StepSampler  # noqa: E402
 from ocrlib.synth import generate  # noqa: E402
 from ocrlib.train import train  # noqa: E402
@@ -84,8 +89,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--loop-steps", type=int, default=200,
                    help="steps of each whole-loop run (0: skip that comparison)")
+    p.add_argument("--loop-child", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--val", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.loop_child is not None:
+        loop_child(args.loop_child, Path(args.data), Path(args.val), args.loop_steps)
+        return 0
     prof = profiles()["laptop"]
     folder = Path(args.data) if args.data else Path(tempfile.mkdtemp()) / "train"
     if not args.data:
@@ -129,31 +139,47 @@ def main() -> int:
         print(f"60 steps, loading in {'a worker' if workers else 'the training process'}: "
               f"{time.perf_counter() - t0:.1f} s")
     if args.loop_steps:
-        loop_cache(prof, folder, args.loop_steps, args.rounds)
+        loop_cache(folder, args.loop_steps, args.rounds)
     return 0
 
 
-def loop_cache(prof: Profile, folder: Path, steps: int, rounds: int) -> None:
-    """Seconds a step of ``train()`` takes (the budget's clock: loading and step, no
-    validation), lines loaded each time vs kept in memory, interleaved rounds."""
+def loop_cache(folder: Path, steps: int, rounds: int) -> None:
+    """Milliseconds a step of ``train()`` takes (the budget's clock: loading and step, no
+    validation): lines loaded each time or kept in memory, oneDNN keeping its default 1,024
+    compiled kernels or ocrlib's :data:`ocrlib.ONEDNN_KERNELS`. Each run is its own process
+    (oneDNN reads its setting once), in interleaved rounds."""
     val = Path(tempfile.mkdtemp()) / "val"
-    generate(val, 20, seed=1, cfg=prof.synth, split="val", progress=False)
-    out = Path(tempfile.mkdtemp())
-    times: dict[float, list[float]] = {0.0: [], 1024.0: []}
+    generate(val, 20, seed=1, cfg=profiles()["laptop"].synth, split="val", progress=False)
+    kinds = {  # name: (cache_mb, oneDNN kernels)
+        "loaded each time, 1,024 kernels": (0, 1024),
+        "kept in memory, 1,024 kernels": (1024, 1024),
+        "loaded each time, ocrlib's kernels": (0, ONEDNN_KERNELS),
+        "kept in memory, ocrlib's kernels (recipe)": (1024, ONEDNN_KERNELS),
+    }
+    times: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(rounds):
-        for mb in times:
-            cfg = dataclasses.replace(prof.train, steps=steps, budget=None, eval_every=10**6,
-                                      save_every=10**6, val_limit=20, guided_steps=steps,
-                                      cache_mb=mb)
-            res = train(prof.model, cfg, folder, val, out / "b.pth", progress=False)
-            times[mb].append(1000 * read_checkpoint(res.last)["train_seconds"] / res.step)
-    n = len(OCRDataset(folder, prof.model.charset))
-    print(f"train(), {steps} steps of {prof.train.batch_size} over {n} lines "
-          f"({steps * prof.train.batch_size / n:.1f} reads a line), ms a step, rounds: "
-          + "; ".join(f"{'kept in memory' if mb else 'loaded each time'} "
-                      + " / ".join(f"{t:.0f}" for t in ts) for mb, ts in times.items()))
-    print(f"kept / loaded: {statistics.median(times[1024.0]) / statistics.median(times[0.0]):.3f}")
+        for name, (mb, kernels) in kinds.items():
+            env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(kernels)}
+            got = subprocess.run([sys.executable, __file__, "--loop-child", str(mb), "--data",
+                                  str(folder), "--val", str(val), "--loop-steps", str(steps)],
+                                 env=env, capture_output=True, text=True, check=True)
+            times[name].append(float(got.stdout.split()[-1]))
+    n = len(OCRDataset(folder, profiles()["laptop"].model.charset))
+    reads = steps * profiles()["laptop"].train.batch_size / n
+    print(f"train(), {steps} steps over {n} lines ({reads:.1f} reads a line), ms a step:")
+    base = statistics.median(times["kept in memory, ocrlib's kernels (recipe)"])
+    for name, ts in times.items():
+        ms = statistics.median(ts)
+        print(f"  {name:<45}{ms:>6.0f}{ms / base:>7.2f}   rounds " + " / ".join(f"{t:.0f}" for t in ts))
 
+
+def loop_child(mb: float, folder: Path, val: Path, steps: int) -> None:
+    """One whole-loop run (:func:`loop_cache`): prints its milliseconds a step."""
+    prof = profiles()["laptop"]
+    cfg = dataclasses.replace(prof.train, steps=steps, budget=None, eval_every=10**6,
+                              save_every=10**6, val_limit=20, guided_steps=steps, cache_mb=mb)
+    res = train(prof.model, cfg, folder, val, Path(tempfile.mkdtemp()) / "b.pth", progress=False)
+    print(1000 * read_checkpoint(res.last)["train_seconds"] / res.step)
 
 if __name__ == "__main__":
     sys.exit(main())
