@@ -56,7 +56,7 @@ __version__ = "0.1.0"
 #: read at their own widths (multiples of 4 px up to 320) give the backbone some 80 input
 #: shapes, each wanting its own forward and backward kernels: with 1,024 they were compiled over
 #: and over, and a ``laptop`` training step took 148 ms here; with this many, 123 ms, the
-#: same numbers (benchmarks/RESULTS.md, "Kernels compiled once"). oneDNN reads the setting when
+#: same numbers (benchmarks/RESULTS.md, "Faster steps"). oneDNN reads the setting when
 #: it first builds a kernel, so it is set on import (a value the user set is kept).
 ONEDNN_KERNELS = 16384
 _os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_KERNELS))

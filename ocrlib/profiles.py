@@ -138,8 +138,8 @@ def profiles() -> dict[str, Profile]:
             "laptop",
             ModelConfig(chars=DEFAULT_CHARS, backbone=BackboneConfig(width=32),
                         encoder=EncoderConfig(d_model=256, n_layers=2, dropout=0.0)),
-            # As many steps as fit in 23 minutes on this machine (ocrlib.budget): 8,500 on a
-            # 2-core EPYC at 0.16 s a step, 4,250 where a step takes 0.32 s (the same kind
+            # As many steps as fit in 23 minutes on this machine (ocrlib.budget): 11,250 on a
+            # 2-core EPYC at 0.115 s a step, 4,250 where a step takes 0.32 s (the same kind
             # of machine, another day); the 5,000 steps the schedule is written for took
             # 14-29 minutes. 8,000 steps against 5,000 (seed 0): own test 0.117 -> 0.104,
             # another generator's lines 0.155 -> 0.141 (benchmarks/RESULTS.md). 23 minutes
