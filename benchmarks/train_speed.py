@@ -45,7 +45,7 @@ from ocrlib.data import OCRDataset, ctc_collate  # noqa: E402
 from ocrlib.losses import ctc_loss  # noqa: E402
 from ocrlib.model import MambaOCR  # noqa: E402
 from ocrlib.precision import cpu_has_fast_bf16  # noqa: E402
-from ocrlib.profiles import profiles  # noqa: E402
+from ocrlib.profiles import Profile, profiles  # noqa: E402
 from ocrlib.sampler import StepSampler  # noqa: E402
 from ocrlib.synth import generate  # noqa: E402
 from ocrlib.train import train  # noqa: E402
@@ -139,22 +139,23 @@ def main() -> int:
         print(f"60 steps, loading in {'a worker' if workers else 'the training process'}: "
               f"{time.perf_counter() - t0:.1f} s")
     if args.loop_steps:
-        loop_cache(folder, args.loop_steps, args.rounds)
+        loop_cache(prof, folder, len(ds), args.loop_steps, args.rounds)
     return 0
 
 
-def loop_cache(folder: Path, steps: int, rounds: int) -> None:
+def loop_cache(prof: Profile, folder: Path, n: int, steps: int, rounds: int) -> None:
     """Milliseconds a step of ``train()`` takes (the budget's clock: loading and step, no
     validation): lines loaded each time or kept in memory, oneDNN keeping its default 1,024
     compiled kernels or ocrlib's :data:`ocrlib.ONEDNN_KERNELS`. Each run is its own process
-    (oneDNN reads its setting once), in interleaved rounds."""
+    (oneDNN reads its setting once), in interleaved rounds; ``n``: the lines in ``folder``."""
     val = Path(tempfile.mkdtemp()) / "val"
-    generate(val, 20, seed=1, cfg=profiles()["laptop"].synth, split="val", progress=False)
+    generate(val, 20, seed=1, cfg=prof.synth, split="val", progress=False)
+    kept = prof.train.cache_mb
     kinds = {  # name: (cache_mb, oneDNN kernels)
-        "loaded each time, 1,024 kernels": (0, 1024),
-        "kept in memory, 1,024 kernels": (1024, 1024),
-        "loaded each time, ocrlib's kernels": (0, ONEDNN_KERNELS),
-        "kept in memory, ocrlib's kernels (recipe)": (1024, ONEDNN_KERNELS),
+        "loaded each time, 1,024 kernels": (0.0, 1024),
+        "kept in memory, 1,024 kernels": (kept, 1024),
+        "loaded each time, ocrlib's kernels": (0.0, ONEDNN_KERNELS),
+        "kept in memory, ocrlib's kernels (recipe)": (kept, ONEDNN_KERNELS),
     }
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(rounds):
@@ -164,8 +165,7 @@ def loop_cache(folder: Path, steps: int, rounds: int) -> None:
                                   str(folder), "--val", str(val), "--loop-steps", str(steps)],
                                  env=env, capture_output=True, text=True, check=True)
             times[name].append(float(got.stdout.split()[-1]))
-    n = len(OCRDataset(folder, profiles()["laptop"].model.charset))
-    reads = steps * profiles()["laptop"].train.batch_size / n
+    reads = steps * prof.train.batch_size / n
     print(f"train(), {steps} steps over {n} lines ({reads:.1f} reads a line), ms a step:")
     base = statistics.median(times["kept in memory, ocrlib's kernels (recipe)"])
     for name, ts in times.items():
@@ -180,6 +180,7 @@ def loop_child(mb: float, folder: Path, val: Path, steps: int) -> None:
                               save_every=10**6, val_limit=20, guided_steps=steps, cache_mb=mb)
     res = train(prof.model, cfg, folder, val, Path(tempfile.mkdtemp()) / "b.pth", progress=False)
     print(1000 * read_checkpoint(res.last)["train_seconds"] / res.step)
+
 
 if __name__ == "__main__":
     sys.exit(main())
