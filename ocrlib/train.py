@@ -257,7 +257,8 @@ def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir:
         return cfg
     if saved is not None:
         return resumed_fit(cfg, saved)
-    probe_cfg = dataclasses.replace(cfg, steps=max(cfg.steps, PROBE_STEPS))  # enough batches
+    # enough batches and scheduled steps for the probe's two passes
+    probe_cfg = dataclasses.replace(cfg, steps=max(cfg.steps, 2 * PROBE_STEPS))
     probe = Session(model_cfg, probe_cfg, d, device)
     probe.net.train()
     batches, _, _ = loaders(model_cfg, probe_cfg, sources, val_dir, 0, skip_bad, d, mix)

@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -57,10 +58,30 @@ def test_timing_steps_takes_real_steps_and_says_when_batches_run_out(data):
     before = [p.detach().clone() for p in run.params]
     batches, _, _ = loaders(prof.model, prof.train, data / "train", data / "val", 0)
     seconds = step_seconds(run, batches, n=3, warmup=1)
-    assert 0 < seconds < 10 and run.state.step == 4
+    assert 0 < seconds < 10 and run.state.step == 8  # two passes of 4
     assert any(not torch.equal(a, b) for a, b in zip(before, run.params))
     with pytest.raises(ValueError, match="timing needs 36 batches, the run has 5"):
         step_seconds(run, iter(list(batches)[:5]))
+
+
+def test_timing_steps_times_them_warm_kernels_compiled_and_lines_kept():
+    class Run:  # a step is slow the first time it meets a batch (kernels, loading), then fast
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def step(self, batch: int) -> None:
+            time.sleep(0.002 if batch in self.seen else 0.05)
+            self.seen.append(batch)
+
+    run = Run()
+    seconds = step_seconds(run, range(100), n=6, warmup=2)  # type: ignore[arg-type]
+    # both passes take the same batches from the first; only the second pass's last 6 are timed
+    assert run.seen == list(range(8)) * 2
+    assert seconds < 0.02
+    with pytest.raises(ValueError, match="timing needs 8 batches, the run has 5"):
+        step_seconds(run, range(5), n=6, warmup=2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timing needs 8 batches, the run has 0"):
+        step_seconds(run, iter(range(8)), n=6, warmup=2)  # type: ignore[arg-type]
 
 
 def test_a_budgeted_run_trains_what_fits_as_a_plain_run_would_and_resumes(data, tmp_path,
