@@ -138,25 +138,25 @@ def profiles() -> dict[str, Profile]:
             "laptop",
             ModelConfig(chars=DEFAULT_CHARS, backbone=BackboneConfig(width=32),
                         encoder=EncoderConfig(d_model=256, n_layers=2, dropout=0.0)),
-            # As many steps as fit in 23 minutes on this machine (ocrlib.budget): 11,250 on a
-            # 2-core EPYC at 0.115 s a step, 4,250 where a step takes 0.32 s (the same kind
-            # of machine, another day); the 5,000 steps the schedule is written for took
+            # As many steps as fit in 25 minutes on this machine (ocrlib.budget): 11,750 on a
+            # 2-core EPYC at 0.12 s a step, about 4,700 where a step takes 0.32 s (the same
+            # kind of machine, another day); the 5,000 steps the schedule is written for took
             # 14-29 minutes. 8,000 steps against 5,000 (seed 0): own test 0.117 -> 0.104,
-            # another generator's lines 0.155 -> 0.141 (benchmarks/RESULTS.md). 23 minutes
-            # leaves make demo's data, probe, validation and evaluation (2.5-4 minutes) and
-            # the clock's 5 % slack inside its 30.
+            # another generator's lines 0.155 -> 0.141 (benchmarks/RESULTS.md). 25 minutes
+            # leave make demo's data, probe, validation and evaluation (about 2.5 minutes
+            # here) and the clock's 5 % slack inside its 30.
             # Lines kept in memory after their first read (about 700 MB): loading them again
             # was 15 % of a step (benchmarks/RESULTS.md, "Faster steps"). A peak learning rate
             # of 1.4e-3 instead of 7e-4 (the guided start leaves the plateau either way): own
             # test 0.061 -> 0.058, every other set as well or better (seed 2, RESULTS.md).
             TrainConfig(steps=5000, batch_size=32, lr=1.4e-3, warmup=0.05, eval_every=1000,
-                        val_limit=500, save_every=250, guided_steps=5000, budget=1380.0,
+                        val_limit=500, save_every=250, guided_steps=5000, budget=1500.0,
                         cache_mb=1024.0),
             SynthConfig(min_len=1, max_len=12, clean_fraction=0.25, decorative_weight=0.5,
                         vertical_margin=(-0.05, 0.5), tight_fraction=0.3),
             {"train": 48000, "val": 500, "test": 1000},
             "0-9a-zA-Z in 85 font families and every distortion, tested on 11 unseen families, "
-            "half-width ResNet34 + 2 Mamba layers, trained for 23 min: ~26 min on 2 cores",
+            "half-width ResNet34 + 2 Mamba layers, trained for 25 min: ~27 min on 2 cores",
         ),
         "gpu": Profile(
             "gpu",
