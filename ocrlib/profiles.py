@@ -139,7 +139,7 @@ def profiles() -> dict[str, Profile]:
             ModelConfig(chars=DEFAULT_CHARS, backbone=BackboneConfig(width=32),
                         encoder=EncoderConfig(d_model=256, n_layers=2, dropout=0.0)),
             # As many steps as fit in 25 minutes on this machine (ocrlib.budget): 11,750 on a
-            # 2-core EPYC at 0.12 s a step, about 4,700 where a step takes 0.32 s (the same
+            # 2-core EPYC at 0.12 s a step, 4,500 where a step takes 0.32 s (the same
             # kind of machine, another day); the 5,000 steps the schedule is written for took
             # 14-29 minutes. 8,000 steps against 5,000 (seed 0): own test 0.117 -> 0.104,
             # another generator's lines 0.155 -> 0.141 (benchmarks/RESULTS.md). 25 minutes
