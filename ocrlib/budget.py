@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .profiles import TrainConfig
@@ -101,29 +101,27 @@ def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEP
     Raises:
         ValueError: if ``batches`` ends before ``warmup + n`` steps (in either pass).
     """
-    need = warmup + n
-    _steps(session, iter(batches), need, need)
-    again = iter(batches)
-    _steps(session, again, warmup, need)
-    start = time.perf_counter()
-    _steps(session, again, n, need, done=warmup)
-    return (time.perf_counter() - start) / n
+    _timed_pass(session, batches, warmup, n)  # the first pass warms; its time is not kept
+    return _timed_pass(session, batches, warmup, n)
 
 
-def _steps(session: Session, batches: Iterator[Batch], count: int, need: int,
-           done: int = 0) -> None:
-    """``count`` training steps of ``session`` on the next ``batches``, ``done`` steps into a
-    pass of ``need``.
+def _timed_pass(session: Session, batches: Iterable[Batch], warmup: int, n: int) -> float:
+    """Seconds a step over steps ``warmup + 1 .. warmup + n`` of one pass over ``batches``.
 
     Raises:
-        ValueError: if ``batches`` ends first, saying how many a pass needs and had.
+        ValueError: if ``batches`` ends before ``warmup + n`` steps.
     """
-    for k in range(count):
+    it = iter(batches)
+    start = 0.0
+    for k in range(warmup + n):
+        if k == warmup:
+            start = time.perf_counter()
         try:
-            batch = next(batches)
+            batch = next(it)
         except StopIteration:
-            raise ValueError(f"timing needs {need} batches, the run has {done + k}") from None
+            raise ValueError(f"timing needs {warmup + n} batches, the run has {k}") from None
         session.step(batch)
+    return (time.perf_counter() - start) / n
 
 
 def resumed_fit(cfg: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
