@@ -9,6 +9,8 @@ choices the recipe made against the alternatives, each changed alone from the re
 - AdamW fused into one kernel vs the per-tensor loop;
 - bf16 autocast vs float32 (on a CPU without native bf16, bf16 is emulated: slower);
 - the half-width ResNet34 vs the full one;
+- layer4's kernels cut to the rows that meet its one-row input (``ocrlib.trimconv``) vs every
+  kernel row computed, two of three on zero padding (plain ``nn.Conv2d``);
 - batches loaded in the training process vs in a DataLoader worker (wall time of 60 steps);
 - whole steps of ``ocrlib.train.train`` (loading, guided term and all), each run in its own
   process: each line loaded every time it is read vs kept in memory after its first read
@@ -19,7 +21,8 @@ choices the recipe made against the alternatives, each changed alone from the re
 Prints milliseconds per step, medians of interleaved rounds, and each alternative's ratio to
 the recipe (> 1: the recipe is faster).
 
-    python benchmarks/train_speed.py [--data data/train] [--rounds 3] [--threads 2]
+    python benchmarks/train_speed.py [--data data/train] [--rounds 3] [--threads 2] \
+        [--only "kernel row" float32] [--loop-steps 0]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ocrlib.profiles import Profile, profiles  # noqa: E402
 from ocrlib.sampler import StepSampler  # noqa: E402
 from ocrlib.synth import generate  # noqa: E402
 from ocrlib.train import train  # noqa: E402
+from ocrlib.trimconv import TrimmedConv2d  # noqa: E402
 
 
 def batches(ds: OCRDataset, bs: int, n: int, bucket: bool, fixed: int | None) -> list:
@@ -71,11 +75,16 @@ def step_ms(model: MambaOCR, opt: torch.optim.Optimizer, data: list, bf16: bool,
     return 1000 * statistics.median(times[1:])
 
 
-def build(width: int, cl: bool, fused: bool) -> tuple[MambaOCR, torch.optim.Optimizer]:
+def build(width: int, cl: bool, fused: bool, trim: bool = True
+          ) -> tuple[MambaOCR, torch.optim.Optimizer]:
     cfg = copy.deepcopy(profiles()["laptop"].model)
     cfg.backbone.width = width
     torch.manual_seed(0)
     model = MambaOCR(cfg)
+    if not trim:  # every kernel row computed, as a plain nn.Conv2d does
+        for m in model.modules():
+            if isinstance(m, TrimmedConv2d):
+                m.__class__ = torch.nn.Conv2d
     if cl:
         model.backbone.to(memory_format=torch.channels_last)
     return model, torch.optim.AdamW(model.parameters(), 1e-4, fused=fused)
@@ -87,6 +96,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=8, help="batches per measurement")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", nargs="+", metavar="WORDS",
+                   help="measure only the variants whose names contain one of these (and the recipe)")
     p.add_argument("--loop-steps", type=int, default=200,
                    help="steps of each whole-loop run (0: skip that comparison)")
     p.add_argument("--loop-child", type=float, help=argparse.SUPPRESS)
@@ -104,18 +115,22 @@ def main() -> int:
     bs, width, bf16 = prof.train.batch_size, prof.model.backbone.width, cpu_has_fast_bf16()
     bucketed = batches(ds, bs, args.steps, True, None)
     padded = batches(ds, bs, args.steps, False, prof.model.width)
-    variants = {  # name: (width, channels_last, fused, bf16, data)
-        "recipe": (width, True, True, bf16, bucketed),
-        "every line padded to 320 px": (width, True, True, bf16, padded),
-        "default memory layout": (width, False, True, bf16, bucketed),
-        "per-tensor AdamW": (width, True, False, bf16, bucketed),
-        ("float32" if bf16 else "bf16 (emulated)"): (width, True, True, not bf16, bucketed),
-        "full-width ResNet34": (64, True, True, bf16, bucketed),
+    variants = {  # name: (width, channels_last, fused, bf16, data, trimmed kernels)
+        "recipe": (width, True, True, bf16, bucketed, True),
+        "every line padded to 320 px": (width, True, True, bf16, padded, True),
+        "default memory layout": (width, False, True, bf16, bucketed, True),
+        "per-tensor AdamW": (width, True, False, bf16, bucketed, True),
+        ("float32" if bf16 else "bf16 (emulated)"): (width, True, True, not bf16, bucketed, True),
+        "full-width ResNet34": (64, True, True, bf16, bucketed, True),
+        "every kernel row computed": (width, True, True, bf16, bucketed, False),
     }
-    models = {k: build(v[0], v[1], v[2]) for k, v in variants.items()}
+    if args.only:
+        variants = {k: v for k, v in variants.items()
+                    if k == "recipe" or any(w in k for w in args.only)}
+    models = {k: build(v[0], v[1], v[2], v[5]) for k, v in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):
-        for k, (_, cl, _, half, data) in variants.items():
+        for k, (_, cl, _, half, data, _) in variants.items():
             times[k].append(step_ms(*models[k], data, half, cl))
     print(f"laptop model, batch {bs}, {args.threads} threads, native bf16: {bf16}; "
           f"recipe bf16={bf16}, width {width}")
