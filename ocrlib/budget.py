@@ -21,6 +21,10 @@ into the steps left (:meth:`ocrlib.session.OneCycle.squeeze`). A probe can be pe
 (:data:`LENGTHEN_AFTER`), one that would end more than 5 % short of its budget at the slower
 of its recent and its overall pace is lengthened the same way, by at most half
 (:data:`MAX_STRETCH`), so the budget is spent, not left over.
+
+When the training is one stage of a job with a deadline (``make demo``'s 30 minutes,
+``ocrlib train --job-seconds``), :func:`job_budget` gives it what the job has left after a
+reserve for the stages that follow, scaled to how long the stages before it took.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ MAX_STRETCH = 1.5
 #: a run is lengthened only once this share of it has run (its pace measured over that much)
 LENGTHEN_AFTER = 0.25
 
+
+#: What ``make demo``'s stages after training (the test set, the foreign sets, the typed words)
+#: take as a share of its stages before it (the data): 0.8 on a 2-core EPYC with AVX512-BF16
+#: (70 s before, about 55 after) and on a 2-core Zen 3 with AVX2 only (215 and 168 s): both slow
+#: down with the machine alike (benchmarks/RESULTS.md, "make demo").
+AFTER_SHARE = 0.8
+#: A training run's wall-clock time beyond its budget (building, the probe, validation,
+#: checkpoints) as a share of the budget: 1,574 s for a budget of 1,500 on the Zen 3.
+TRAIN_OVERHEAD = 0.06
+#: Seconds a whole job keeps in hand against the noise of its estimates.
+JOB_MARGIN = 60.0
+#: The least training :func:`job_budget` gives a job that has already used its time.
+MIN_TRAINING = 60.0
 
 #: Untimed steps :func:`step_seconds` takes before its timed ones in its second pass.
 PROBE_WARMUP = 4
@@ -79,6 +96,58 @@ def fit_to_budget(cfg: TrainConfig, seconds_per_step: float) -> TrainConfig:
     steps = _whole_saves(cfg.budget, seconds_per_step, cfg) if fits >= cfg.save_every else max(1, fits)
     guided = min(steps, round(cfg.guided_steps * steps / cfg.steps))
     return dataclasses.replace(cfg, steps=steps, guided_steps=guided)
+
+
+def job_budget(whole: float, elapsed: float, cap: float, after_share: float = AFTER_SHARE,
+               overhead: float = TRAIN_OVERHEAD, margin: float = JOB_MARGIN) -> float:
+    """Seconds of training that let a whole job end within ``whole`` seconds of its start, when
+    the stages before training took ``elapsed`` of them.
+
+    A job like ``make demo`` prepares its data, trains, then evaluates, and only the training
+    has a budget of its own. On a slower machine every stage is slower: there the data took
+    3.6 minutes instead of 70 s and the evaluations 2.8 instead of about 1, and the demo ran
+    past its 30 minutes with the training inside its 25. So training gets what is left once
+    the stages after it (``after_share`` times ``elapsed``: they scale with the machine as the
+    stages before did), its own time beyond its budget (``overhead``, a share of the budget)
+    and a ``margin`` are set aside: ``(whole - margin - elapsed * (1 + after_share)) / (1 +
+    overhead)``, at most ``cap`` (the run's own budget) and at least :data:`MIN_TRAINING` (or
+    ``cap``, if smaller): a job already late still trains, and overruns. For the demo's 1,800 s
+    after 215 s of data: 1,276 s; after 70 s: the profile's 1,500.
+
+    Raises:
+        ValueError: for a ``whole`` or ``cap`` that is not positive, or an ``elapsed`` that is
+            negative, or any of them not finite.
+    """
+    for name, value in (("whole", whole), ("cap", cap)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+    if not (math.isfinite(elapsed) and elapsed >= 0):
+        raise ValueError(f"the seconds the job has used must be 0 or more, got {elapsed}")
+    left = (whole - margin - elapsed * (1 + after_share)) / (1 + overhead)
+    return max(min(cap, left), min(cap, MIN_TRAINING))
+
+
+def budget_for_job(whole: float, started: float, cap: float, clock: Any = time.time) -> float:
+    """:func:`job_budget` for a job that started at ``started`` (seconds since the epoch, as
+    ``date +%s`` prints them; ``clock`` tells the time now), said in the log, with a warning
+    when even the least training will make the job overrun.
+
+    Raises:
+        ValueError: for a start in the future, or what :func:`job_budget` refuses.
+    """
+    elapsed = clock() - started
+    if elapsed < 0:
+        raise ValueError(f"the job's start {started:.0f} is {-elapsed:.0f} s in the future (it "
+                         "takes seconds since the epoch, as `date +%s` prints them)")
+    budget = job_budget(whole, elapsed, cap)
+    log.info("the job has used %.0f of its %.0f s before training and keeps about %.0f s for what "
+             "follows: a training budget of %.0f s (at most %.0f)", elapsed, whole,
+             AFTER_SHARE * elapsed, budget, cap)
+    end = elapsed * (1 + AFTER_SHARE) + budget * (1 + TRAIN_OVERHEAD)
+    if end > whole:
+        log.warning("the job has too little time left: it will end about %.0f s after its %.0f s",
+                    end - whole, whole)
+    return budget
 
 
 def step_seconds(session: Session, batches: Iterable[Batch], n: int = PROBE_STEPS - PROBE_WARMUP,

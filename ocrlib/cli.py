@@ -174,6 +174,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         prof.train.budget = args.budget or None
     elif args.steps is not None:  # an explicit number of steps wins over the profile's budget
         prof.train.budget = None
+    if args.job_seconds is not None or args.job_started is not None:
+        prof.train.budget = _job_budget(args, prof.train.budget)
     from .lmdbset import is_lmdb
 
     for folder in [*args.train, args.val]:
@@ -190,6 +192,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{res.best_cer:.4f}; skipped batches: {res.skipped_batches}")
     print(f"best checkpoint: {res.best}\nresume checkpoint: {res.last}")
     return 0
+
+
+def _job_budget(args: argparse.Namespace, cap: float | None) -> float:
+    """The training budget ``--job-seconds``/``--job-started`` leave a run whose own is ``cap``."""
+    from .budget import budget_for_job
+
+    if args.job_seconds is None or args.job_started is None:
+        raise ValueError("--job-seconds and --job-started go together")
+    if cap is None:
+        raise ValueError("--job-seconds fits the run to a time budget: it cannot go with --steps "
+                         "or --budget 0")
+    if args.resume:
+        raise ValueError("--job-seconds fits a fresh run to what its job has left; a resumed run "
+                         "keeps the steps it was fitted to: resume without it")
+    return budget_for_job(args.job_seconds, args.job_started, cap)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -297,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--budget", type=float, metavar="SECONDS",
                    help="train as many steps as fit in this many seconds, timed on this machine "
                         "(0: the number of steps instead; default: the profile's)")
+    t.add_argument("--job-seconds", type=float, metavar="SECONDS",
+                   help="this training is one stage of a job that must end within SECONDS of "
+                        "--job-started (make demo: 1800): train for what the job has left, less "
+                        "a reserve for the stages after training scaled to how long the stages "
+                        "before it took; at most --budget or the profile's budget")
+    t.add_argument("--job-started", type=float, metavar="EPOCH",
+                   help="when that job started, in seconds since the epoch (`date +%%s`)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--device", help="auto, cpu or cuda")
     t.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from ocrlib import train as T
-from ocrlib.budget import deadline_steps, fit_to_budget, step_seconds
+from ocrlib.budget import (
+    AFTER_SHARE, JOB_MARGIN, MIN_TRAINING, TRAIN_OVERHEAD, budget_for_job, deadline_steps,
+    fit_to_budget, job_budget, step_seconds,
+)
 from ocrlib.checkpoint import read_checkpoint
 from ocrlib.session import OneCycle, Session, build_scheduler
 from ocrlib.synth import generate_splits
@@ -138,6 +141,69 @@ def test_the_laptop_profile_fits_its_training_to_a_budget_and_the_cli_can_say_ot
         with pytest.raises(_Stop):
             cli.main(["train", "--train", str(data / "train"), "--val", str(data / "val"), *argv])
         assert (seen[-1].budget, seen[-1].steps) == (budget, steps), argv
+
+
+def test_a_job_with_a_deadline_trains_for_what_the_stages_around_training_leave():
+    # make demo on the Zen 3: 215 s of data, then training, then evaluations that take about
+    # 0.8 as long as the data did: the training's time and all the rest end the job in time
+    budget = job_budget(1800, 215, 1500)
+    assert budget == pytest.approx((1800 - JOB_MARGIN - 215 * (1 + AFTER_SHARE)) / (1 + TRAIN_OVERHEAD))
+    assert 1200 < budget < 1300
+    assert 215 + budget * (1 + TRAIN_OVERHEAD) + 215 * AFTER_SHARE == pytest.approx(1800 - JOB_MARGIN)
+    assert job_budget(1800, 70, 1500) == 1500  # a fast machine's data: the run's own budget
+    assert job_budget(1800, 70, 600) == 600
+    shares = [job_budget(1800, t, 1500) for t in (0, 100, 200, 400, 800)]
+    assert shares[0] == 1500 and all(a > b for a, b in zip(shares, shares[1:]))
+    assert job_budget(1800, 5000, 1500) == MIN_TRAINING  # late already: the least training
+    assert job_budget(1800, 5000, 30) == 30  # never above the run's own budget
+    for bad in ((0, 10, 1500), (1800, -1, 1500), (1800, 10, 0), (float("nan"), 10, 1500),
+                (1800, float("inf"), 1500)):
+        with pytest.raises(ValueError):
+            job_budget(*bad)
+
+
+def test_a_job_budget_reads_the_clock_says_what_it_gave_and_warns_when_late(caplog):
+    caplog.set_level("INFO", logger="ocrlib")
+    assert budget_for_job(1800, 1000.0, 1500, clock=lambda: 1215.0) == job_budget(1800, 215, 1500)
+    assert "used 215 of its 1800 s" in caplog.text and "WARNING" not in caplog.text
+    caplog.clear()
+    assert budget_for_job(1800, 1000.0, 1500, clock=lambda: 2100.0) == MIN_TRAINING
+    assert "it will end about" in caplog.text and caplog.records[-1].levelname == "WARNING"
+    with pytest.raises(ValueError, match="in the future"):
+        budget_for_job(1800, 1000.0, 1500, clock=lambda: 900.0)
+
+
+def test_the_cli_fits_a_run_to_its_jobs_deadline_and_refuses_what_cannot_go_together(
+        data, monkeypatch, capsys):
+    from ocrlib import cli
+
+    laptop = profiles()["laptop"].train
+    seen = []
+
+    def stand_in(prof, *args, **kwargs):
+        seen.append(prof.train)
+        raise _Stop
+
+    monkeypatch.setattr(T, "train_profile", stand_in)
+    base = ["train", "--train", str(data / "train"), "--val", str(data / "val")]
+    started = time.time() - 215
+    for extra, cap in (([], laptop.budget), (["--budget", "600"], 600.0)):
+        with pytest.raises(_Stop):
+            cli.main([*base, "--job-seconds", "1800", "--job-started", str(started), *extra])
+        # the clock moves on between the two readings: a second at most
+        assert min(job_budget(1800, 217, cap), cap) - 1e-6 <= seen[-1].budget <= job_budget(1800, 215, cap)
+    assert seen[0].budget < laptop.budget and seen[1].budget == 600.0
+    for extra, message in ((["--job-seconds", "1800"], "go together"),
+                           (["--job-started", str(started)], "go together"),
+                           (["--job-seconds", "1800", "--job-started", str(started), "--steps",
+                             "300"], "cannot go with --steps"),
+                           (["--job-seconds", "1800", "--job-started", str(started), "--resume"],
+                            "resume without it"),
+                           (["--job-seconds", "1800", "--job-started", str(time.time() + 100)],
+                            "in the future")):
+        assert cli.main([*base, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    assert len(seen) == 2
 
 
 def test_resuming_a_budgeted_run_that_never_started_says_what_is_missing(data, tmp_path):
