@@ -150,8 +150,8 @@ def test_a_job_with_a_deadline_trains_for_what_the_stages_around_training_leave(
     assert budget == pytest.approx((1800 - JOB_MARGIN - 215 * (1 + AFTER_SHARE)) / (1 + TRAIN_OVERHEAD))
     assert 1200 < budget < 1300
     assert 215 + budget * (1 + TRAIN_OVERHEAD) + 215 * AFTER_SHARE == pytest.approx(1800 - JOB_MARGIN)
-    assert job_budget(1800, 70, 1500) == 1500  # a fast machine's data: the run's own budget
-    assert job_budget(1800, 70, 600) == 600
+    assert job_budget(1800, 40, 1500) == 1500  # quick data: the run's own budget
+    assert job_budget(1800, 215, 600) == 600
     shares = [job_budget(1800, t, 1500) for t in (0, 100, 200, 400, 800)]
     assert shares[0] == 1500 and all(a > b for a, b in zip(shares, shares[1:]))
     assert job_budget(1800, 5000, 1500) == MIN_TRAINING  # late already: the least training
