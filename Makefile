@@ -47,9 +47,13 @@ demo: $(STAMP)
 ## in headless Chromium where Chromium is installed or installable
 test: test-py test-nb test-portable test-browser
 
+## pytest runs the tests in PYTEST_WORKERS processes of one thread each (pytest-xdist): on 2
+## cores that took 10 min 46 s where one process of two threads took 16 min 7 s (small models
+## keep two threads busy badly, and the command-line tests mostly start Python)
+PYTEST_WORKERS ?= 2
 test-py: $(STAMP)
 	@test -n "$(TESTS)" || { echo "make test: no tests in tests/" >&2; exit 1; }
-	$(PY) -m pytest $(TESTS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) $(TESTS)
 
 test-nb: $(STAMP)
 	@test -n "$(NOTEBOOKS)" || { echo "make test: no notebooks in notebooks/" >&2; exit 1; }
