@@ -264,8 +264,11 @@ def _fit(model_cfg: ModelConfig, cfg: TrainConfig, sources: list[Path], val_dir:
     batches, _, _ = loaders(model_cfg, probe_cfg, sources, val_dir, 0, skip_bad, d, mix)
     seconds = step_seconds(probe, batches)
     del probe, batches
-    if d.enabled:  # every rank must fit the same number of steps: their mean step time
-        seconds = float(all_mean(torch.tensor([seconds], dtype=torch.float64, device=device), d)[0])
+    if d.enabled:  # every rank must fit the same number of steps: their mean step time and
+        # budget (a job's deadline, ocrlib train --job-seconds, leaves each rank a budget a few
+        # milliseconds apart)
+        both = all_mean(torch.tensor([seconds, cfg.budget], dtype=torch.float64, device=device), d)
+        seconds, cfg = float(both[0]), dataclasses.replace(cfg, budget=float(both[1]))
     fitted = fit_to_budget(cfg, seconds)
     log.info("%.3f s a step here: %d steps fit in the budget of %.0f s (guided for %d)",
              seconds, fitted.steps, cfg.budget, fitted.guided_steps)
