@@ -190,7 +190,7 @@ def test_the_cli_fits_a_run_to_its_jobs_deadline_and_refuses_what_cannot_go_toge
     for extra, cap in (([], laptop.budget), (["--budget", "600"], 600.0)):
         with pytest.raises(_Stop):
             cli.main([*base, "--job-seconds", "1800", "--job-started", str(started), *extra])
-        # the clock moves on between the two readings: a second at most
+        # the clock moves on between the two readings: two seconds at most
         assert min(job_budget(1800, 217, cap), cap) - 1e-6 <= seen[-1].budget <= job_budget(1800, 215, cap)
     assert seen[0].budget < laptop.budget and seen[1].budget == 600.0
     for extra, message in ((["--job-seconds", "1800"], "go together"),
