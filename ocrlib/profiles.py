@@ -144,7 +144,9 @@ def profiles() -> dict[str, Profile]:
             # 14-29 minutes. 8,000 steps against 5,000 (seed 0): own test 0.117 -> 0.104,
             # another generator's lines 0.155 -> 0.141 (benchmarks/RESULTS.md). 25 minutes
             # leave make demo's data, probe, validation and evaluation (about 2.5 minutes
-            # here) and the clock's 5 % slack inside its 30.
+            # here) and the clock's 5 % slack inside its 30; where they take longer (a CPU
+            # without AVX-512: 6.4 minutes), make demo gives the training less
+            # (ocrlib train --job-seconds, ocrlib.budget.job_budget).
             # Lines kept in memory after their first read (about 700 MB): loading them again
             # was 15 % of a step (benchmarks/RESULTS.md, "Faster steps"). A peak learning rate
             # of 1.4e-3 instead of 7e-4 (the guided start leaves the plateau either way): own
